@@ -1,0 +1,279 @@
+"""The kit's local stack — livekit-server, the token endpoint, the agent worker — as child processes.
+
+Tests, the demo and the benchmarks all start the same real components through this one module:
+loopback only, free ports chosen per run (so two runs can share a machine), every child in its own
+process group and stopped on exit, including on Ctrl-C or a failed start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+LIVEKIT_SERVER_VERSION = "v1.13.5"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+INSTALL_SCRIPT = REPO_ROOT / "scripts" / "install-livekit-server.sh"
+
+
+class StackError(RuntimeError):
+    """A component of the local stack could not be started; the message says which and why."""
+
+
+def cached_livekit_server_path() -> Path:
+    """Where scripts/install-livekit-server.sh leaves the binary it builds."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "coval-livekit-kit" / f"livekit-server-{LIVEKIT_SERVER_VERSION}"
+
+
+def find_livekit_server() -> Path:
+    """$LIVEKIT_SERVER_BIN, else `livekit-server` on PATH, else the provisioned cache path."""
+    explicit = os.environ.get("LIVEKIT_SERVER_BIN")
+    if explicit:
+        path = Path(explicit)
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            raise StackError(f"LIVEKIT_SERVER_BIN={explicit} is not an executable file")
+        return path
+    on_path = shutil.which("livekit-server")
+    if on_path:
+        return Path(on_path)
+    cached = cached_livekit_server_path()
+    if cached.is_file() and os.access(cached, os.X_OK):
+        return cached
+    raise StackError(
+        f"livekit-server {LIVEKIT_SERVER_VERSION} not found: run `bash {INSTALL_SCRIPT}` "
+        "(builds it with Go), or set LIVEKIT_SERVER_BIN to an existing binary"
+    )
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A port free on 127.0.0.1 right now (TCP or UDP)."""
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ChildProcess:
+    """One child in its own process group, its output in a log file we can show when it fails."""
+
+    def __init__(
+        self, name: str, argv: list[str], env: Mapping[str, str], log_dir: Path
+    ) -> None:
+        self.name = name
+        self.argv = argv
+        self.log_path = log_dir / f"{name}.log"
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            argv,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=REPO_ROOT,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def signal(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, sig)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM the whole group, then SIGKILL what is left; returns the exit code."""
+        if self.alive():
+            self.signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.signal(signal.SIGKILL)
+                self.proc.wait(5)
+        # Children of a killed leader may linger in the group: make sure none survives.
+        self.signal(signal.SIGKILL)
+        self._log.close()
+        return self.proc.returncode
+
+    def wait_until(self, ready: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise StackError(
+                    f"{self.name} exited with code {self.proc.returncode} before {what}:\n"
+                    f"{self.log_tail()}"
+                )
+            if ready():
+                return
+            time.sleep(0.05)
+        raise StackError(f"{self.name} not {what} after {timeout:.0f}s:\n{self.log_tail()}")
+
+    def wait_http(self, url: str, timeout: float = 30.0) -> None:
+        def answers() -> bool:
+            try:
+                httpx.get(url, timeout=1.0)
+                return True
+            except httpx.HTTPError:
+                return False
+
+        self.wait_until(answers, timeout, f"answering {url}")
+
+    def wait_log(self, pattern: str, timeout: float = 60.0) -> None:
+        regex = re.compile(pattern)
+        self.wait_until(lambda: bool(regex.search(self.log_text())), timeout, f"logging /{pattern}/")
+
+
+@dataclass(frozen=True)
+class LiveKitServer:
+    """How to reach a running livekit-server."""
+
+    url: str  # ws://127.0.0.1:PORT — what clients and agents connect to
+    http_url: str  # http://127.0.0.1:PORT — the server API (twirp) base
+    api_key: str
+    api_secret: str
+    process: ChildProcess = field(repr=False, compare=False)
+
+    def env(self) -> dict[str, str]:
+        """The variables every LiveKit SDK reads."""
+        return {
+            "LIVEKIT_URL": self.url,
+            "LIVEKIT_API_KEY": self.api_key,
+            "LIVEKIT_API_SECRET": self.api_secret,
+        }
+
+
+@dataclass(frozen=True)
+class TokenServer:
+    base_url: str
+    endpoint: str  # full URL of the token route
+    api_key: str | None
+    process: ChildProcess = field(repr=False, compare=False)
+
+
+def _base_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    # Nothing in the stack may reach a model hub.
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    return env
+
+
+class LocalStack:
+    """Owns every child it starts; `close()` (or leaving the `with`) stops them in reverse order."""
+
+    def __init__(self, log_dir: Path | None = None) -> None:
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if log_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="livekit-kit-")
+            log_dir = Path(self._tmp.name)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir = log_dir
+        self._children: list[ChildProcess] = []
+
+    def __enter__(self) -> LocalStack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        while self._children:
+            self._children.pop().stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def spawn(self, name: str, argv: list[str], env: Mapping[str, str]) -> ChildProcess:
+        child = ChildProcess(name, argv, env, self.log_dir)
+        self._children.append(child)
+        return child
+
+    def stop(self, child: ChildProcess) -> None:
+        child.stop()
+        if child in self._children:
+            self._children.remove(child)
+
+    def start_livekit(
+        self, *, api_key: str = "devkey", api_secret: str | None = None, timeout: float = 30.0
+    ) -> LiveKitServer:
+        """livekit-server --dev on loopback with its own key pair and free ports."""
+        binary = find_livekit_server()
+        api_secret = api_secret or secrets.token_urlsafe(32)
+        port, rtc_tcp = free_port(), free_port()
+        udp = free_port(socket.SOCK_DGRAM)
+        config = (
+            f"port: {port}\n"
+            f"bind_addresses: [127.0.0.1]\n"
+            f"rtc:\n  tcp_port: {rtc_tcp}\n  udp_port: {udp}\n  node_ip: 127.0.0.1\n"
+            f"  use_external_ip: false\n"
+            f"keys:\n  {api_key}: {api_secret}\n"
+            f"logging:\n  level: info\n"
+        )
+        argv = [str(binary), "--dev", "--bind", "127.0.0.1", "--node-ip", "127.0.0.1"]
+        env = _base_env()
+        env["LIVEKIT_CONFIG"] = config
+        env.pop("LIVEKIT_KEYS", None)
+        child = self.spawn(f"livekit-server-{port}", argv, env)
+        child.wait_http(f"http://127.0.0.1:{port}/", timeout)
+        return LiveKitServer(
+            url=f"ws://127.0.0.1:{port}",
+            http_url=f"http://127.0.0.1:{port}",
+            api_key=api_key,
+            api_secret=api_secret,
+            process=child,
+        )
+
+    def start_token_server(
+        self,
+        livekit: LiveKitServer,
+        *,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 30.0,
+    ) -> TokenServer:
+        """`python -m token_server` against `livekit`; `env` overrides its settings."""
+        port = free_port()
+        child_env = _base_env()
+        child_env.update(livekit.env())
+        child_env.update(
+            {
+                "TOKEN_SERVER_HOST": "127.0.0.1",
+                "TOKEN_SERVER_PORT": str(port),
+                "TOKEN_SERVER_ALLOW_NO_AUTH": "1",
+                "TOKEN_SERVER_LOAD_DOTENV": "0",
+            }
+        )
+        child_env.update(env or {})
+        child = self.spawn(f"token-server-{port}", [sys.executable, "-m", "token_server"], child_env)
+        base = f"http://127.0.0.1:{port}"
+        child.wait_http(f"{base}/healthz", timeout)
+        path = child_env.get("TOKEN_SERVER_PATH", "/livekit/token")
+        keys = [k for k in child_env.get("TOKEN_SERVER_API_KEYS", "").split(",") if k.strip()]
+        return TokenServer(
+            base_url=base, endpoint=base + path, api_key=keys[0].strip() if keys else None,
+            process=child,
+        )

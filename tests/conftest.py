@@ -1,0 +1,66 @@
+"""The one place where tests get the real stack: livekit-server, the token endpoint, the agent.
+
+Every fixture starts real processes through `client_harness.local_stack` (loopback, free ports)
+and stops them when its scope ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+from client_harness.local_stack import LiveKitServer, LocalStack, TokenServer
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """Owns every process the session starts; logs land in pytest's tmp dir."""
+    with LocalStack(log_dir=Path(tmp_path_factory.mktemp("stack-logs"))) as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def livekit_server(stack: LocalStack) -> LiveKitServer:
+    """One real livekit-server (dev mode, loopback) shared by the whole session."""
+    return stack.start_livekit()
+
+
+@pytest.fixture
+def own_livekit_server(tmp_path: Path) -> Iterator[LiveKitServer]:
+    """A livekit-server for one test only: for tests that stop it on purpose."""
+    with LocalStack(log_dir=tmp_path) as s:
+        yield s.start_livekit()
+
+
+TokenServerFactory = Callable[..., TokenServer]
+
+
+@pytest.fixture(scope="session")
+def start_token_server(stack: LocalStack, livekit_server: LiveKitServer) -> TokenServerFactory:
+    """Start a token endpoint (a real `python -m token_server` process) with settings overridden.
+
+    Usage: `start_token_server(AGENT_NAME="x", DISPATCH_MODE="api")`; pass `livekit=` to target
+    another server. Processes live until the session ends.
+    """
+
+    def start(livekit: LiveKitServer | None = None, **env: str) -> TokenServer:
+        return stack.start_token_server(livekit or livekit_server, env=env)
+
+    return start
+
+
+@pytest.fixture(scope="session")
+def token_server(start_token_server: TokenServerFactory) -> TokenServer:
+    """The default endpoint: api dispatch of agent `test-agent`, one API key."""
+    return start_token_server(
+        AGENT_NAME="test-agent",
+        AGENT_METADATA='{"persona": "test"}',
+        TOKEN_SERVER_API_KEYS="test-key-1,test-key-2",
+        TOKEN_SERVER_ALLOW_NO_AUTH="0",
+    )
+
+
+def auth_headers(server: TokenServer) -> Mapping[str, str]:
+    return {"Authorization": f"Bearer {server.api_key}"} if server.api_key else {}

@@ -1,0 +1,95 @@
+"""Start-up validation: every problem reported at once, one line each; no start without auth."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from token_server.config import ConfigError, DispatchMode, load_settings
+
+GOOD = {
+    "LIVEKIT_URL": "ws://127.0.0.1:7880",
+    "LIVEKIT_API_KEY": "key",
+    "LIVEKIT_API_SECRET": "secret-that-is-long-enough-for-hs256-xx",
+    "AGENT_NAME": "voice",
+    "TOKEN_SERVER_API_KEYS": "k1, k2 ,",
+}
+
+
+def test_good_settings_and_defaults() -> None:
+    s = load_settings(GOOD)
+    assert s.dispatch_mode is DispatchMode.API
+    assert s.livekit_public_url == GOOD["LIVEKIT_URL"]
+    assert s.api_keys == ("k1", "k2")
+    assert s.auth_required
+    assert s.path == "/livekit/token"
+    assert s.token_ttl_seconds == 900
+    assert s.agent_allowed("voice") and not s.agent_allowed("other")
+    assert GOOD["LIVEKIT_API_SECRET"] not in repr(s)
+    assert "k1" not in repr(s)
+
+
+def test_public_url_and_allowed_agents() -> None:
+    s = load_settings(
+        {**GOOD, "LIVEKIT_PUBLIC_URL": "wss://lk.example.com", "ALLOWED_AGENT_NAMES": "a, b"}
+    )
+    assert s.livekit_public_url == "wss://lk.example.com"
+    assert s.agent_allowed("a") and s.agent_allowed("b") and s.agent_allowed("voice")
+
+
+def test_every_problem_is_listed() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(
+            {
+                "LIVEKIT_URL": "ftp://x",
+                "LIVEKIT_PUBLIC_URL": "https://not-ws",
+                "DISPATCH_MODE": "magic",
+                "TOKEN_TTL_SECONDS": "soon",
+                "TOKEN_SERVER_PORT": "70000",
+                "TOKEN_SERVER_PATH": "token",
+                "TOKEN_SERVER_ALLOW_NO_AUTH": "maybe",
+            }
+        )
+    text = "\n".join(err.value.problems)
+    for needle in (
+        "LIVEKIT_URL='ftp://x'",
+        "LIVEKIT_PUBLIC_URL",
+        "LIVEKIT_API_KEY is not set",
+        "LIVEKIT_API_SECRET is not set",
+        "DISPATCH_MODE='magic'",
+        "AGENT_NAME is not set",
+        "TOKEN_SERVER_API_KEYS is empty",
+        "TOKEN_TTL_SECONDS='soon'",
+        "TOKEN_SERVER_PORT=70000",
+        "TOKEN_SERVER_PATH='token'",
+        "TOKEN_SERVER_ALLOW_NO_AUTH='maybe'",
+    ):
+        assert needle in text
+    assert len(err.value.problems) == 11
+
+
+def test_no_keys_refused_unless_told_it_is_a_local_run() -> None:
+    env = {**GOOD, "TOKEN_SERVER_API_KEYS": ""}
+    with pytest.raises(ConfigError, match="TOKEN_SERVER_API_KEYS is empty"):
+        load_settings(env)
+    assert not load_settings({**env, "TOKEN_SERVER_ALLOW_NO_AUTH": "1"}).auth_required
+
+
+def test_dispatch_none_needs_no_agent_name() -> None:
+    s = load_settings({**GOOD, "AGENT_NAME": "", "DISPATCH_MODE": "none"})
+    assert s.dispatch_mode is DispatchMode.NONE
+
+
+def test_cli_refuses_to_start_and_names_each_problem() -> None:
+    env = {"PATH": "/usr/bin:/bin", "TOKEN_SERVER_LOAD_DOTENV": "0", "LIVEKIT_API_SECRET": "s3cr3t"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "token_server"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2
+    assert "LIVEKIT_URL is not set" in proc.stderr
+    assert "LIVEKIT_API_KEY is not set" in proc.stderr
+    assert "TOKEN_SERVER_API_KEYS is empty" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "s3cr3t" not in proc.stderr + proc.stdout

@@ -1,0 +1,66 @@
+"""One structured JSON line per request: request id, route, room, outcome, latency. No secrets.
+
+Pure ASGI middleware (not BaseHTTPMiddleware) so it adds no task per request on the hot path.
+Handlers add fields (room, dispatch id, error code) to `scope["state"]["log"]`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+logger = logging.getLogger("token_server.requests")
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+class RequestLogMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex
+        fields: dict[str, Any] = {}
+        scope.setdefault("state", {})["log"] = fields
+        scope["state"]["request_id"] = request_id
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [
+                    *message["headers"],
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            record = {
+                "event": "request",
+                "request_id": request_id,
+                "method": scope["method"],
+                "path": scope["path"],
+                "status": status,
+                "outcome": fields.pop("outcome", "ok" if status < 400 else "error"),
+                **fields,
+                "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+            }
+            level = logging.INFO if status < 500 else logging.WARNING
+            if scope["path"] in {"/healthz", "/readyz"} and status < 400:
+                level = logging.DEBUG
+            logger.log(level, json.dumps(record, separators=(",", ":")))
