@@ -1,4 +1,4 @@
-"""The kit's local stack — livekit-server, the token endpoint, the agent worker — as child processes.
+"""The kit's local stack (livekit-server, token endpoint, agent worker) as child processes.
 
 Tests, the demo and the benchmarks all start the same real components through this one module:
 loopback only, free ports chosen per run (so two runs can share a machine), every child in its own
@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,9 +69,7 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
 class ChildProcess:
     """One child in its own process group, its output in a log file we can show when it fails."""
 
-    def __init__(
-        self, name: str, argv: list[str], env: Mapping[str, str], log_dir: Path
-    ) -> None:
+    def __init__(self, name: str, argv: list[str], env: Mapping[str, str], log_dir: Path) -> None:
         self.name = name
         self.argv = argv
         self.log_path = log_dir / f"{name}.log"
@@ -145,7 +143,9 @@ class ChildProcess:
 
     def wait_log(self, pattern: str, timeout: float = 60.0) -> None:
         regex = re.compile(pattern)
-        self.wait_until(lambda: bool(regex.search(self.log_text())), timeout, f"logging /{pattern}/")
+        self.wait_until(
+            lambda: bool(regex.search(self.log_text())), timeout, f"logging /{pattern}/"
+        )
 
 
 @dataclass(frozen=True)
@@ -268,12 +268,16 @@ class LocalStack:
             }
         )
         child_env.update(env or {})
-        child = self.spawn(f"token-server-{port}", [sys.executable, "-m", "token_server"], child_env)
+        child = self.spawn(
+            f"token-server-{port}", [sys.executable, "-m", "token_server"], child_env
+        )
         base = f"http://127.0.0.1:{port}"
         child.wait_http(f"{base}/healthz", timeout)
         path = child_env.get("TOKEN_SERVER_PATH", "/livekit/token")
         keys = [k for k in child_env.get("TOKEN_SERVER_API_KEYS", "").split(",") if k.strip()]
         return TokenServer(
-            base_url=base, endpoint=base + path, api_key=keys[0].strip() if keys else None,
+            base_url=base,
+            endpoint=base + path,
+            api_key=keys[0].strip() if keys else None,
             process=child,
         )

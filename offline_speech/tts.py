@@ -23,7 +23,7 @@ SAMPLE_RATE = 24_000
 
 @dataclass(frozen=True)
 class Voice:
-    """A bundled hibari voice plus a pitch factor applied to its predicted f0 and a speaking speed."""
+    """The bundled hibari voice with a pitch factor (applied to its predicted f0) and a speed."""
 
     pitch: float = 1.0
     speed: float = 1.0

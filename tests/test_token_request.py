@@ -64,7 +64,9 @@ def test_standard_livekit_shape_snake_and_camel() -> None:
 
 
 def test_agent_metadata_object_is_sent_on_as_json() -> None:
-    req = parse_token_request({"room_config": {"agents": [{"agent_name": "a", "metadata": {"k": 1}}]}})
+    req = parse_token_request(
+        {"room_config": {"agents": [{"agent_name": "a", "metadata": {"k": 1}}]}}
+    )
     assert req.agent is not None and json.loads(req.agent.metadata or "") == {"k": 1}
 
 
@@ -106,7 +108,11 @@ def test_bad_bodies(raw: bytes, code: str, status: int) -> None:
         ({"room_name": "bad\nroom"}, "invalid_room_name", "control"),
         ({"room_name": "zero\u200bwidth"}, "invalid_room_name", "control"),
         ({"participant_name": ""}, "invalid_participant_name", "participant_name"),
-        ({"participant_name": "n" * (MAX_PARTICIPANT_NAME + 1)}, "invalid_participant_name", "limit"),
+        (
+            {"participant_name": "n" * (MAX_PARTICIPANT_NAME + 1)},
+            "invalid_participant_name",
+            "limit",
+        ),
         ({"participant_name": "a\x00b"}, "invalid_participant_name", "control"),
         ({"participant_name": ["x"]}, "invalid_field", "participant_name"),
         ({"participant_identity": "id\tx"}, "invalid_participant_identity", "control"),

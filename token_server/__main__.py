@@ -28,8 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     if os.environ.get("TOKEN_SERVER_LOAD_DOTENV", "1") != "0":
         # Real environment variables win over the file, as in every twelve-factor deploy.
         load_dotenv(args.env_file, override=False)
-    for flag, name in ((args.host, "TOKEN_SERVER_HOST"), (args.port, "TOKEN_SERVER_PORT"),
-                       (args.workers, "TOKEN_SERVER_WORKERS")):
+    for flag, name in (
+        (args.host, "TOKEN_SERVER_HOST"),
+        (args.port, "TOKEN_SERVER_PORT"),
+        (args.workers, "TOKEN_SERVER_WORKERS"),
+    ):
         if flag is not None:
             os.environ[name] = str(flag)
 
@@ -45,8 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     log = logging.getLogger("token_server")
     log.info(
         "serving POST http://%s:%d%s  livekit=%s public=%s dispatch=%s agent=%r auth=%s workers=%d",
-        settings.host, settings.port, settings.path, settings.livekit_url,
-        settings.livekit_public_url, settings.dispatch_mode.value, settings.agent_name,
+        settings.host,
+        settings.port,
+        settings.path,
+        settings.livekit_url,
+        settings.livekit_public_url,
+        settings.dispatch_mode.value,
+        settings.agent_name,
         f"{len(settings.api_keys)} key(s)" if settings.auth_required else "OFF (local/dev run)",
         settings.workers,
     )

@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 
 class DispatchMode(enum.StrEnum):
     API = "api"  # the endpoint calls AgentDispatchService.CreateDispatch before answering
-    TOKEN = "token"  # the dispatch rides in the token's RoomConfiguration
+    TOKEN = "token"  # noqa: S105 - the dispatch rides in the token's RoomConfiguration
     NONE = "none"  # the customer dispatches their agent some other way
 
 
@@ -142,7 +142,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
     log_level = get("TOKEN_SERVER_LOG_LEVEL", "info").lower()
     if log_level not in {"debug", "info", "warning", "error"}:
-        problems.append(f"TOKEN_SERVER_LOG_LEVEL={log_level!r} must be debug, info, warning or error")
+        problems.append(
+            f"TOKEN_SERVER_LOG_LEVEL={log_level!r} must be debug, info, warning or error"
+        )
 
     settings = Settings(
         livekit_url=url,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from starlette.responses import JSONResponse
 
 
@@ -9,17 +11,19 @@ class ApiError(Exception):
     """Raised anywhere below the route; the app turns it into a JSON response."""
 
     def __init__(
-        self, status: int, code: str, detail: str, headers: dict[str, str] | None = None
+        self, status: int, code: str, detail: str, headers: Mapping[str, str] | None = None
     ) -> None:
         super().__init__(f"{status} {code}: {detail}")
         self.status = status
         self.code = code
         self.detail = detail
-        self.headers = headers or {}
+        self.headers = dict(headers or {})
 
     def response(self) -> JSONResponse:
         return JSONResponse(
-            {"error": self.code, "detail": self.detail}, status_code=self.status, headers=self.headers
+            {"error": self.code, "detail": self.detail},
+            status_code=self.status,
+            headers=self.headers,
         )
 
 

@@ -88,7 +88,8 @@ def _check_name(field_name: str, value: Any, max_len: int) -> str:
         raise bad_request(f"invalid_{field_name}", f"{field_name} must not be empty")
     if len(value) > max_len:
         raise bad_request(
-            f"invalid_{field_name}", f"{field_name} is {len(value)} characters; the limit is {max_len}"
+            f"invalid_{field_name}",
+            f"{field_name} is {len(value)} characters; the limit is {max_len}",
         )
     if any(unicodedata.category(ch) in {"Cc", "Cf", "Zl", "Zp"} for ch in value):
         raise bad_request(
