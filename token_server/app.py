@@ -71,17 +71,18 @@ async def issue_token(request: Request) -> Response:
 
     agent_name = _agent_for(settings, token_request)
     identity = participant_identity(token_request)
-    metadata = dispatch_metadata(settings, token_request, identity)
 
     room_dispatch = None
     dispatch_id = None
     if agent_name and settings.dispatch_mode is DispatchMode.API:
         dispatcher: Dispatcher = request.app.state.dispatcher
+        metadata = dispatch_metadata(settings, token_request, identity)
         result = await dispatcher.ensure_dispatched(token_request.room_name, agent_name, metadata)
         dispatch_id = result.dispatch_id
         log["dispatch_id"] = dispatch_id
         log["dispatch"] = "created" if result.created else "existing"
     elif agent_name and settings.dispatch_mode is DispatchMode.TOKEN:
+        metadata = dispatch_metadata(settings, token_request, identity)
         room_dispatch = api.RoomAgentDispatch(agent_name=agent_name, metadata=metadata)
         log["dispatch"] = "token"
 

@@ -50,17 +50,29 @@ class RequestLogMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            record = {
-                "event": "request",
-                "request_id": request_id,
-                "method": scope["method"],
-                "path": scope["path"],
-                "status": status,
-                "outcome": fields.pop("outcome", "ok" if status < 400 else "error"),
-                **fields,
-                "latency_ms": round((time.perf_counter() - started) * 1000, 2),
-            }
             level = logging.INFO if status < 500 else logging.WARNING
             if scope["path"] in {"/healthz", "/readyz"} and status < 400:
                 level = logging.DEBUG
-            logger.log(level, json.dumps(record, separators=(",", ":")))
+            if logger.isEnabledFor(level):
+                self._log(level, scope, request_id, status, fields, started)
+
+    @staticmethod
+    def _log(
+        level: int,
+        scope: Scope,
+        request_id: str,
+        status: int,
+        fields: dict[str, Any],
+        started: float,
+    ) -> None:
+        record = {
+            "event": "request",
+            "request_id": request_id,
+            "method": scope["method"],
+            "path": scope["path"],
+            "status": status,
+            "outcome": fields.pop("outcome", "ok" if status < 400 else "error"),
+            **fields,
+            "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+        }
+        logger.log(level, json.dumps(record, separators=(",", ":")))
