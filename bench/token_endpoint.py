@@ -53,8 +53,11 @@ def mint_rate(seconds: float = 2.0) -> dict[str, float]:
                     .with_ttl(datetime.timedelta(minutes=15))
                     .with_grants(
                         api.VideoGrants(
-                            room_join=True, room=f"room-{n}", can_publish=True,
-                            can_subscribe=True, can_publish_data=True,
+                            room_join=True,
+                            room=f"room-{n}",
+                            can_publish=True,
+                            can_subscribe=True,
+                            can_publish_data=True,
                         )
                     )
                 )
@@ -72,8 +75,20 @@ def mint_rate(seconds: float = 2.0) -> dict[str, float]:
 
 def run_wrk(url: str, concurrency: int, seconds: float, prefix: str, key: str | None) -> dict:
     threads = min(2, concurrency)
-    argv = ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{seconds:g}s", "--latency",
-            "--timeout", "10s", "-s", str(WRK_SCRIPT), url, "--", prefix]
+    argv = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{concurrency}",
+        f"-d{seconds:g}s",
+        "--latency",
+        "--timeout",
+        "10s",
+        "-s",
+        str(WRK_SCRIPT),
+        url,
+        "--",
+        prefix,
+    ]
     if key:
         argv.append(key)
     proc = subprocess.run(argv, capture_output=True, text=True, check=True)
@@ -86,8 +101,11 @@ def run_wrk(url: str, concurrency: int, seconds: float, prefix: str, key: str | 
 async def count_dispatches(livekit: LiveKitServer, prefix: str, agent: str) -> dict[str, int]:
     """Rooms created under `prefix` and how many named dispatches each has."""
     async with api.LiveKitAPI(livekit.url, livekit.api_key, livekit.api_secret) as lkapi:
-        rooms = [r.name for r in (await lkapi.room.list_rooms(api.ListRoomsRequest())).rooms
-                 if r.name.startswith(prefix + "-")]
+        rooms = [
+            r.name
+            for r in (await lkapi.room.list_rooms(api.ListRoomsRequest())).rooms
+            if r.name.startswith(prefix + "-")
+        ]
         sem = asyncio.Semaphore(16)
 
         async def one(room: str) -> int:
@@ -132,17 +150,32 @@ def main() -> int:
         for label, mode in (("a_mint_only", "none"), ("b_api_dispatch", "api")):
             server = stack.start_token_server(
                 livekit,
-                env={"DISPATCH_MODE": mode, "AGENT_NAME": agent, "TOKEN_SERVER_API_KEYS": key,
-                     "TOKEN_SERVER_ALLOW_NO_AUTH": "0", "TOKEN_SERVER_LOG_LEVEL": "warning"},
+                env={
+                    "DISPATCH_MODE": mode,
+                    "AGENT_NAME": agent,
+                    "TOKEN_SERVER_API_KEYS": key,
+                    "TOKEN_SERVER_ALLOW_NO_AUTH": "0",
+                    "TOKEN_SERVER_LOG_LEVEL": "warning",
+                },
             )
             variants[label] = (server.endpoint, key, mode == "api")
         ref_port = free_port()
         env = {**os.environ, **livekit.env(), "AGENT_NAME": agent}
         ref = stack.spawn(
             "reference-endpoint",
-            [sys.executable, "-m", "uvicorn", "bench.reference_endpoint:app",
-             "--host", "127.0.0.1", "--port", str(ref_port), "--log-level", "warning",
-             "--no-access-log"],
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "bench.reference_endpoint:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(ref_port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
             env,
         )
         ref.wait_http(f"http://127.0.0.1:{ref_port}/")
@@ -160,19 +193,29 @@ def main() -> int:
                 rows[str(c)] = row
 
     print()
-    print(f"(d) in-process AccessToken.to_jwt(): {ceiling['plain']:.0f}/s "
-          f"({ceiling['room_config']:.0f}/s with roomConfig)")
-    header = (f"{'variant':<16}{'conc':>5}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
-              f"{'÷(d)':>7}{'non200':>8}  dispatches (rooms / exactly one / lost / dup)")
+    print(
+        f"(d) in-process AccessToken.to_jwt(): {ceiling['plain']:.0f}/s "
+        f"({ceiling['room_config']:.0f}/s with roomConfig)"
+    )
+    header = (
+        f"{'variant':<16}{'conc':>5}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'÷(d)':>7}{'non200':>8}  dispatches (rooms / exactly one / lost / dup)"
+    )
     print(header)
     print("-" * len(header))
     for label, rows in results["variants"].items():
         for c, row in rows.items():
             check = row.get("dispatch_check")
-            dcol = (f"{check['rooms']} / {check['exactly_one']} / {check['none']} / "
-                    f"{check['more_than_one']}" if check else "-")
-            print(f"{label:<16}{c:>5}{row['rps']:>9.0f}{row['p50_ms']:>9.2f}{row['p99_ms']:>9.2f}"
-                  f"{row['ratio_to_mint_ceiling']:>7.2f}{row['non200']:>8}  {dcol}")
+            dcol = (
+                f"{check['rooms']} / {check['exactly_one']} / {check['none']} / "
+                f"{check['more_than_one']}"
+                if check
+                else "-"
+            )
+            print(
+                f"{label:<16}{c:>5}{row['rps']:>9.0f}{row['p50_ms']:>9.2f}{row['p99_ms']:>9.2f}"
+                f"{row['ratio_to_mint_ceiling']:>7.2f}{row['non200']:>8}  {dcol}"
+            )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(f"\nwrote {args.out}")
