@@ -1,0 +1,159 @@
+"""The sample voice agent: a livekit-agents worker that answers calls it is dispatched to by name.
+
+Read top to bottom:
+
+1. `build_server` registers the worker under AGENT_NAME (explicit dispatch only: a room gets this
+   agent only when a token or the dispatch API names it) and sizes its pool of job processes.
+2. `prewarm` runs once in every job process before it takes a call: it loads the VAD and the
+   offline speech models, so a call starts talking without waiting for weights.
+3. `entrypoint` runs once per call: it reads the dispatch metadata into a `CallProfile`, builds
+   STT / LLM / TTS for the configured provider, and starts an `AgentSession` in the room.
+4. `SampleAgent` greets first; the session then answers every caller turn and publishes the
+   transcript (`lk.transcription`) and its state (`lk.agent.state`) on its own.
+5. When the caller leaves, the session closes and the job ends, so the agent leaves the room.
+
+Turn handling is VAD-based (silero, weights inside the plugin wheel): in development mode the
+framework's default turn detector and interruption detector would call LiveKit's cloud, and
+this agent must run with no network beyond the LiveKit server.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from typing import Any
+
+import numpy as np
+from livekit.agents import (
+    Agent,
+    AgentServer,
+    AgentSession,
+    CloseEvent,
+    ConversationItemAddedEvent,
+    JobContext,
+    JobProcess,
+    MetricsCollectedEvent,
+    TurnHandlingOptions,
+    metrics,
+)
+from livekit.plugins import silero
+
+from sample_agent.config import Settings
+from sample_agent.metadata import CallProfile, profile_from_job_metadata
+from sample_agent.providers import build_pipeline, load_offline_models
+from sample_agent.scripts import instructions
+
+logger = logging.getLogger("sample_agent")
+
+
+def build_server(settings: Settings) -> AgentServer:
+    """The worker: one job process per call, `num_idle_processes` of them kept warm."""
+    server = AgentServer(
+        num_idle_processes=settings.num_idle_processes,
+        load_threshold=settings.load_threshold,
+        job_memory_warn_mb=settings.job_memory_warn_mb,
+        drain_timeout=settings.drain_timeout,
+        host=settings.http_host,
+        port=settings.http_port,
+        # loading Whisper + hibari takes 1-2 s alone, several times that on a busy 2-core box
+        initialize_process_timeout=120.0,
+        setup_fnc=functools.partial(prewarm, settings=settings),
+    )
+    # partial(), not a closure: the framework pickles the entrypoint into each job process
+    server.rtc_session(
+        functools.partial(entrypoint, settings=settings), agent_name=settings.agent_name
+    )
+    return server
+
+
+def prewarm(proc: JobProcess, settings: Settings) -> None:
+    """Load models once per process; every call this process serves reuses them."""
+    started = time.perf_counter()
+    proc.userdata["vad"] = silero.VAD.load(min_silence_duration=settings.vad_silence_seconds)
+    if settings.provider == "offline":
+        models = load_offline_models(settings)
+        # the first inference in a process pays one-off allocation costs: pay them here
+        models.synthesizer.synthesize("Hello.")
+        models.transcriber.transcribe(np.zeros(16_000, np.int16), 16_000)
+        proc.userdata["models"] = models
+    logger.info(
+        "process prewarmed",
+        extra={"provider": settings.provider, "seconds": round(time.perf_counter() - started, 2)},
+    )
+
+
+class SampleAgent(Agent):
+    """The agent's part in the session: its instructions, and speaking first."""
+
+    def __init__(self, profile: CallProfile) -> None:
+        super().__init__(instructions=instructions(profile))
+
+    async def on_enter(self) -> None:
+        # the responder answers a conversation without caller turns with the greeting
+        self.session.generate_reply()
+
+
+def turn_handling(settings: Settings) -> TurnHandlingOptions:
+    """VAD-only turn handling: nothing here calls LiveKit's cloud inference."""
+    return {
+        "turn_detection": "vad",
+        "endpointing": {"mode": "fixed", "min_delay": settings.silence_seconds},
+        "interruption": {"mode": "vad"},
+    }
+
+
+async def entrypoint(ctx: JobContext, settings: Settings) -> None:
+    """One call: profile from metadata, pipeline from settings, session in the room."""
+    profile = profile_from_job_metadata(ctx.job.metadata)
+    pipeline = build_pipeline(settings, profile, ctx.proc.userdata.get("models"))
+    session: AgentSession[None] = AgentSession(
+        stt=pipeline.stt,
+        llm=pipeline.llm,
+        tts=pipeline.tts,
+        vad=ctx.proc.userdata["vad"],
+        turn_handling=turn_handling(settings),
+    )
+    _log_turns(session)
+
+    @session.on("close")
+    def _on_close(ev: CloseEvent) -> None:
+        # the session closes when the caller leaves; end the job so the agent leaves too
+        logger.info("session closed", extra={"reason": ev.reason.value, "room": ctx.room.name})
+        ctx.shutdown(reason=f"session closed: {ev.reason.value}")
+
+    await session.start(agent=SampleAgent(profile), room=ctx.room)
+    logger.info("call started", extra={"room": ctx.room.name, "variant": profile.variant})
+
+
+def _log_turns(session: AgentSession[Any]) -> None:
+    """One log line per conversation turn and per pipeline metric, for operators and bench/."""
+
+    @session.on("conversation_item_added")
+    def _on_item(ev: ConversationItemAddedEvent) -> None:
+        item = ev.item
+        role = getattr(item, "role", None)
+        if role not in ("user", "assistant"):
+            return
+        logger.info(
+            "turn",
+            extra={
+                "role": role,
+                "text": getattr(item, "text_content", None),
+                "turn_metrics": dict(getattr(item, "metrics", None) or {}),
+            },
+        )
+
+    @session.on("metrics_collected")
+    def _on_metrics(ev: MetricsCollectedEvent) -> None:
+        m = ev.metrics
+        if isinstance(m, metrics.STTMetrics | metrics.TTSMetrics):
+            logger.info(
+                "pipeline metrics",
+                extra={
+                    "kind": m.type,
+                    "duration": round(m.duration, 4),
+                    "audio_duration": round(m.audio_duration, 4),
+                    "ttfb": round(getattr(m, "ttfb", -1.0), 4),
+                },
+            )

@@ -1,0 +1,122 @@
+"""The worker's settings, read once from the environment into one typed object.
+
+Everything tunable lives here so the rest of the package takes a `Settings` and never reads
+`os.environ` itself. The object is a frozen dataclass of plain values: the framework pickles the
+job entrypoint (and so these settings) into each job process.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+Provider = Literal["offline", "openai"]
+PROVIDERS: tuple[Provider, ...] = ("offline", "openai")
+REQUIRED_LIVEKIT_VARS = ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    agent_name: str = "sample-agent"
+    """AGENT_NAME: the name the worker registers under; only explicit dispatches reach it."""
+    provider: Provider = "offline"
+    """AGENT_PROVIDER: `offline` (bundled models, no keys) or `openai` (needs OPENAI_API_KEY)."""
+    openai_api_key: str | None = None
+    openai_llm_model: str = "gpt-4o-mini"
+    openai_stt_model: str = "gpt-4o-mini-transcribe"
+    openai_tts_model: str = "gpt-4o-mini-tts"
+    openai_tts_voice: str = "ash"
+    num_idle_processes: int = 1
+    """AGENT_IDLE_PROCESSES: job processes kept warm (models loaded) in `start` mode."""
+    load_threshold: float = 0.95
+    """AGENT_LOAD_THRESHOLD: CPU load (0-1) above which the worker stops taking jobs."""
+    job_memory_warn_mb: float = 1000
+    drain_timeout: int = 60
+    """AGENT_DRAIN_TIMEOUT: seconds a stopping worker waits for calls in progress."""
+    http_port: int = 0
+    """AGENT_HTTP_PORT: the worker's health endpoint; 0 picks a free port."""
+    http_host: str = "127.0.0.1"
+    """AGENT_HTTP_HOST: interface of the health endpoint (0.0.0.0 inside a container)."""
+    silence_seconds: float = 0.8
+    """AGENT_SILENCE_SECONDS: silence after the caller's last word that ends their turn.
+
+    0.5 s cuts a speaker who pauses between sentences; 0.8 s does not."""
+    vad_silence_seconds: float = 0.5
+    """AGENT_VAD_SILENCE_SECONDS: silence after which silero reports end of speech and the STT
+    starts on the utterance. The session's endpointing delay counts from the last word too, so
+    transcription runs inside the rest of the cut-off instead of after it."""
+    stt_threads: int = 1
+    tts_threads: int = 1
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name}={value} must be between {low} and {high}")
+    return value
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from `env` (default: the process environment); raises SettingsError."""
+    env = os.environ if env is None else env
+    provider = env.get("AGENT_PROVIDER", "offline").strip().lower() or "offline"
+    if provider not in PROVIDERS:
+        raise SettingsError(f"AGENT_PROVIDER={provider!r} must be one of {', '.join(PROVIDERS)}")
+    openai_key = env.get("OPENAI_API_KEY", "").strip() or None
+    if provider == "openai" and openai_key is None:
+        raise SettingsError("AGENT_PROVIDER=openai needs OPENAI_API_KEY")
+    defaults = Settings()
+    silence = _float(env, "AGENT_SILENCE_SECONDS", defaults.silence_seconds, 0.2, 5.0)
+    return Settings(
+        agent_name=env.get("AGENT_NAME", "").strip() or defaults.agent_name,
+        provider=provider,  # checked against PROVIDERS above
+        openai_api_key=openai_key,
+        openai_llm_model=env.get("OPENAI_LLM_MODEL", "").strip() or defaults.openai_llm_model,
+        openai_stt_model=env.get("OPENAI_STT_MODEL", "").strip() or defaults.openai_stt_model,
+        openai_tts_model=env.get("OPENAI_TTS_MODEL", "").strip() or defaults.openai_tts_model,
+        openai_tts_voice=env.get("OPENAI_TTS_VOICE", "").strip() or defaults.openai_tts_voice,
+        num_idle_processes=_int(env, "AGENT_IDLE_PROCESSES", defaults.num_idle_processes),
+        load_threshold=_float(env, "AGENT_LOAD_THRESHOLD", defaults.load_threshold, 0.05, 1.0),
+        job_memory_warn_mb=_float(env, "AGENT_JOB_MEMORY_WARN_MB", 1000, 100, 1e6),
+        drain_timeout=_int(env, "AGENT_DRAIN_TIMEOUT", defaults.drain_timeout),
+        http_port=_int(env, "AGENT_HTTP_PORT", defaults.http_port),
+        http_host=env.get("AGENT_HTTP_HOST", "").strip() or defaults.http_host,
+        silence_seconds=silence,
+        vad_silence_seconds=min(
+            silence,
+            _float(env, "AGENT_VAD_SILENCE_SECONDS", defaults.vad_silence_seconds, 0.1, 5.0),
+        ),
+        stt_threads=_int(env, "AGENT_STT_THREADS", defaults.stt_threads, minimum=1),
+        tts_threads=_int(env, "AGENT_TTS_THREADS", defaults.tts_threads, minimum=1),
+    )
+
+
+def missing_livekit_vars(env: Mapping[str, str] | None = None) -> list[str]:
+    """The connection variables the worker needs and `env` lacks (empty counts as missing)."""
+    env = os.environ if env is None else env
+    return [name for name in REQUIRED_LIVEKIT_VARS if not env.get(name, "").strip()]
