@@ -463,3 +463,16 @@ def test_slow_livekit_answers_within_the_timeout(
     assert resp.status_code == 504
     assert resp.json()["error"] == "livekit_timeout"
     assert elapsed < 10  # generous: the configured bound is 1 s
+
+
+async def test_several_workers_serve_and_still_dispatch_once(
+    start_token_server: TokenServerFactory, livekit_server: LiveKitServer
+) -> None:
+    server = start_token_server(AGENT_NAME="multi-agent", TOKEN_SERVER_WORKERS="2")
+    room = new_room()
+    # Sequential retries (what the platform does) may land on either worker.
+    ids = {
+        post(server, {"room_name": room, **PLATFORM_BODY}).json()["dispatch_id"] for _ in range(6)
+    }
+    assert len(ids) == 1
+    assert len(named(await list_dispatches(livekit_server, room))) == 1
