@@ -17,6 +17,7 @@ import pytest
 from livekit import api, rtc
 
 from client_harness.local_stack import LiveKitServer, LocalStack, TokenServer
+from client_harness.token_response import parse_token_response
 from tests.conftest import TokenServerFactory, auth_headers
 
 pytestmark = pytest.mark.integration
@@ -65,6 +66,11 @@ async def test_token_verifies_with_exact_grants(
     assert body["participant_identity"].startswith("simulated_user-")
     assert body["agent_name"] == "test-agent"
     assert body["dispatch_id"].startswith("AD_")
+
+    # ...and the platform's own reading of it (the kit's one response parser) accepts it.
+    parsed = parse_token_response(resp.status_code, resp.headers["content-type"], resp.content)
+    assert (parsed.token, parsed.server_url, parsed.room_name) == (token, livekit_server.url, room)
+    assert parsed.warnings == ()
 
     claims = api.TokenVerifier(livekit_server.api_key, livekit_server.api_secret).verify(token)
     assert claims.identity == body["participant_identity"]
