@@ -51,7 +51,8 @@ def build_server(settings: Settings) -> AgentServer:
     """The worker: one job process per call, `num_idle_processes` of them kept warm."""
     server = AgentServer(
         num_idle_processes=settings.num_idle_processes,
-        load_threshold=settings.load_threshold,
+        load_fnc=functools.partial(call_load, max_calls=settings.max_calls),
+        load_threshold=1.0,
         job_memory_warn_mb=settings.job_memory_warn_mb,
         drain_timeout=settings.drain_timeout,
         host=settings.http_host,
@@ -65,6 +66,11 @@ def build_server(settings: Settings) -> AgentServer:
         functools.partial(entrypoint, settings=settings), agent_name=settings.agent_name
     )
     return server
+
+
+def call_load(server: AgentServer, max_calls: int) -> float:
+    """The worker's load as the share of AGENT_MAX_CALLS in use; full (1.0) refuses jobs."""
+    return min(1.0, len(server.active_jobs) / max_calls)
 
 
 def prewarm(proc: JobProcess, settings: Settings) -> None:

@@ -34,8 +34,12 @@ class Settings:
     openai_tts_voice: str = "ash"
     num_idle_processes: int = 1
     """AGENT_IDLE_PROCESSES: job processes kept warm (models loaded) in `start` mode."""
-    load_threshold: float = 0.95
-    """AGENT_LOAD_THRESHOLD: CPU load (0-1) above which the worker stops taking jobs."""
+    max_calls: int = 3
+    """AGENT_MAX_CALLS: calls one worker takes at once before it reports itself full.
+
+    Counted, not measured: the framework's default (machine CPU above 70%) flaps on a small
+    shared machine and refuses dispatches because of other programs' load. Set it from
+    bench/agent_latency.py's concurrency figure for the machine."""
     job_memory_warn_mb: float = 1000
     drain_timeout: int = 60
     """AGENT_DRAIN_TIMEOUT: seconds a stopping worker waits for calls in progress."""
@@ -101,7 +105,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         openai_tts_model=env.get("OPENAI_TTS_MODEL", "").strip() or defaults.openai_tts_model,
         openai_tts_voice=env.get("OPENAI_TTS_VOICE", "").strip() or defaults.openai_tts_voice,
         num_idle_processes=_int(env, "AGENT_IDLE_PROCESSES", defaults.num_idle_processes),
-        load_threshold=_float(env, "AGENT_LOAD_THRESHOLD", defaults.load_threshold, 0.05, 1.0),
+        max_calls=_int(env, "AGENT_MAX_CALLS", defaults.max_calls, minimum=1),
         job_memory_warn_mb=_float(env, "AGENT_JOB_MEMORY_WARN_MB", 1000, 100, 1e6),
         drain_timeout=_int(env, "AGENT_DRAIN_TIMEOUT", defaults.drain_timeout),
         http_port=_int(env, "AGENT_HTTP_PORT", defaults.http_port),
