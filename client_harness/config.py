@@ -90,7 +90,7 @@ class HarnessConfig:
         if self.generate_token_headers:
             out["generate_token_headers"] = json.dumps({k: "***" for k in self.headers})
         if self.livekit_api_secret:
-            out["livekit_api_secret"] = "***"
+            out["livekit_api_secret"] = "***"  # noqa: S105 - a mask
         return out
 
 
@@ -211,8 +211,8 @@ def validate(config: HarnessConfig) -> list[str]:
             continue
         try:
             value = json.loads(text)
-        except ValueError as exc:
-            problems.append(f"{name}: not valid JSON ({exc.msg} at column {exc.colno})")
+        except json.JSONDecodeError as exc:
+            problems.append(f"{name}: not valid JSON ({exc})")
             continue
         if not isinstance(value, dict):
             problems.append(f"{name}: must be a JSON object, got a {type(value).__name__}")

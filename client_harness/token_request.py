@@ -79,7 +79,9 @@ def build_token_request(config: HarnessConfig, room_name: str) -> TokenRequest:
     return TokenRequest(url=url, headers=headers, body=body)
 
 
-def _transport_error(exc: httpx.HTTPError, request: TokenRequest, timeout: float) -> TokenEndpointError:
+def transport_error(
+    exc: httpx.HTTPError, request: TokenRequest, timeout: float
+) -> TokenEndpointError:
     where = f"POST {request.url}"
     if isinstance(exc, httpx.TimeoutException):
         return TokenEndpointError(
@@ -108,18 +110,25 @@ def _transport_error(exc: httpx.HTTPError, request: TokenRequest, timeout: float
     )
 
 
+async def post_token_request(
+    client: httpx.AsyncClient, config: HarnessConfig, request: TokenRequest
+) -> httpx.Response:
+    """Send `request`; transport failures (timeout, refused, TLS) raise `TokenEndpointError`."""
+    try:
+        return await client.post(
+            request.url, json=request.body, headers=request.headers, timeout=config.request_timeout
+        )
+    except httpx.HTTPError as exc:
+        raise transport_error(exc, request, config.request_timeout) from None
+
+
 async def request_token(
     client: httpx.AsyncClient, config: HarnessConfig, room_name: str
 ) -> TokenResult:
     """POST the request and parse the answer; raises `TokenEndpointError` on any failure."""
     request = build_token_request(config, room_name)
     started = time.perf_counter()
-    try:
-        answer = await client.post(
-            request.url, json=request.body, headers=request.headers, timeout=config.request_timeout
-        )
-    except httpx.HTTPError as exc:
-        raise _transport_error(exc, request, config.request_timeout) from None
+    answer = await post_token_request(client, config, request)
     response = parse_token_response(
         answer.status_code,
         answer.headers.get("content-type", ""),

@@ -1,11 +1,13 @@
 """THE one parser of a token endpoint's answer, following the platform's accepted field names.
 
-Everything that reads a token response — `run`, `check`, and the token server's own tests — goes
-through `parse_token_response`, so the kit cannot accept a shape the platform would reject (or the
-reverse). Standard library only: the token server's tests import it without the harness extras.
+Everything that reads a token response — `run`, `check`, and the token server's own tests —
+goes through `parse_token_response`, so the kit cannot accept a shape the platform would reject
+(or the reverse). Standard library only: the token server's tests import it without the harness
+extras.
 
-Failures raise `TokenEndpointError`; its `message` is short and stable (for a missing token it is the
-platform's own text, `No token found in response`), `detail` says what was seen, `fix` what to change.
+Failures raise `TokenEndpointError`; its `message` is short and stable (for a missing token it is
+the platform's own text, `No token found in response`), `detail` says what was seen, `fix` what to
+change.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ TOKEN_FIELDS = ("token", "participantToken", "accessToken", "participant_token",
 SERVER_URL_FIELDS = ("serverUrl", "server_url")
 ROOM_FIELDS = ("roomName", "room_name")
 
-NO_TOKEN_MESSAGE = "No token found in response"
+NO_TOKEN_MESSAGE = "No token found in response"  # noqa: S105 - the platform's message
 
 # Stable kinds, one per way a token endpoint can fail; tests and reports key on these.
 KIND_TIMEOUT = "timeout"
@@ -31,7 +33,7 @@ KIND_HTTP_STATUS = "http_status"
 KIND_HTML = "html"
 KIND_NOT_JSON = "not_json"
 KIND_NOT_OBJECT = "not_object"
-KIND_NO_TOKEN = "no_token"
+KIND_NO_TOKEN = "no_token"  # noqa: S105
 KIND_SERVER_URL = "server_url"
 
 _BODY_EXCERPT = 200
@@ -105,7 +107,7 @@ def _status_error(status: int, content_type: str, text: str) -> TokenEndpointErr
     if status in (401, 403):
         fix = (
             "check generate_token_headers: the endpoint's API key or bearer token is missing "
-            "or wrong (e.g. {\"Authorization\": \"Bearer <key>\"})"
+            'or wrong (e.g. {"Authorization": "Bearer <key>"})'
         )
     elif status == 404 or status == 405:
         fix = "check the path of generate_token_endpoint; the endpoint must accept POST"
@@ -160,7 +162,7 @@ def parse_token_response(
             "Token endpoint did not return JSON",
             f"HTTP {status}, Content-Type {content_type or 'missing'}: "
             f"{_excerpt(text) or 'empty body'} ({exc})",
-            "return a JSON object like {\"token\": \"...\", \"serverUrl\": \"wss://...\"} "
+            'return a JSON object like {"token": "...", "serverUrl": "wss://..."} '
             "with Content-Type: application/json",
         ) from None
     if not isinstance(data, dict):
@@ -201,7 +203,9 @@ def parse_token_response(
     else:
         for name in SERVER_URL_FIELDS:
             if name in data:
-                warnings.append(f"response field {name} = {data[name]!r} ignored (not a URL string)")
+                warnings.append(
+                    f"response field {name} = {data[name]!r} ignored (not a URL string)"
+                )
         server_url, source = configured_livekit_url.strip(), "livekit_url (config)"
     if not server_url:
         raise TokenEndpointError(

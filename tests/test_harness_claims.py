@@ -49,7 +49,9 @@ def test_short_ttl_is_a_warning_only() -> None:
 
 
 def test_no_room_join() -> None:
-    report = check_claims(forge({"sub": "u", "exp": time.time() + 900, "video": {"room": "r1"}}), "r1")
+    report = check_claims(
+        forge({"sub": "u", "exp": time.time() + 900, "video": {"room": "r1"}}), "r1"
+    )
     assert any("roomJoin" in p for p in report.problems)
 
 
@@ -60,14 +62,21 @@ def test_no_video_grant_and_no_identity() -> None:
 
 
 def test_publish_denied() -> None:
-    claims = {"sub": "u", "exp": time.time() + 900,
-              "video": {"room": "r1", "roomJoin": True, "canPublish": False}}
+    claims = {
+        "sub": "u",
+        "exp": time.time() + 900,
+        "video": {"room": "r1", "roomJoin": True, "canPublish": False},
+    }
     assert any("canPublish" in p for p in check_claims(forge(claims), "r1").problems)
 
 
 def test_not_yet_valid() -> None:
-    claims = {"sub": "u", "nbf": time.time() + 3600, "exp": time.time() + 7200,
-              "video": {"room": "r1", "roomJoin": True}}
+    claims = {
+        "sub": "u",
+        "nbf": time.time() + 3600,
+        "exp": time.time() + 7200,
+        "video": {"room": "r1", "roomJoin": True},
+    }
     assert any("nbf" in p for p in check_claims(forge(claims), "r1").problems)
 
 

@@ -51,7 +51,9 @@ def test_all_platform_fields_round_trip() -> None:
 
 def test_every_problem_is_reported_at_once() -> None:
     with pytest.raises(ConfigError) as info:
-        load_config(env={}, overrides={"generate_token_headers": "{", "token_request_payload": "[]"})
+        load_config(
+            env={}, overrides={"generate_token_headers": "{", "token_request_payload": "[]"}
+        )
     fields = sorted(p.split(":")[0] for p in info.value.problems)
     assert fields == [
         "generate_token_endpoint",
@@ -69,8 +71,12 @@ def test_endpoint_must_be_https() -> None:
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]", "127.0.0.5"])
 def test_http_allowed_for_loopback(host: str) -> None:
     config = load_config(
-        env={}, overrides={**GOOD, "generate_token_endpoint": f"http://{host}:8888/t",
-                           "livekit_url": f"ws://{host}:7880"}
+        env={},
+        overrides={
+            **GOOD,
+            "generate_token_endpoint": f"http://{host}:8888/t",
+            "livekit_url": f"ws://{host}:7880",
+        },
     )
     assert config.generate_token_endpoint.startswith("http://")
 
@@ -78,8 +84,11 @@ def test_http_allowed_for_loopback(host: str) -> None:
 def test_http_and_ws_allowed_with_insecure_flag() -> None:
     config = load_config(
         env={},
-        overrides={"generate_token_endpoint": "http://10.0.0.5/t", "livekit_url": "ws://10.0.0.5",
-                   "insecure": True},
+        overrides={
+            "generate_token_endpoint": "http://10.0.0.5/t",
+            "livekit_url": "ws://10.0.0.5",
+            "insecure": True,
+        },
     )
     assert config.insecure
 
@@ -91,8 +100,11 @@ def test_endpoint_must_be_a_url(url: str) -> None:
 
 @pytest.mark.parametrize(
     ("url", "needle"),
-    [("https://lk.example.com", "wss://lk.example.com"), ("ws://lk.example.com", "wss"),
-     ("lk.example.com", "WebSocket")],
+    [
+        ("https://lk.example.com", "wss://lk.example.com"),
+        ("ws://lk.example.com", "wss"),
+        ("lk.example.com", "WebSocket"),
+    ],
 )
 def test_livekit_url_must_be_wss(url: str, needle: str) -> None:
     problem = one_problem(livekit_url=url)
@@ -105,14 +117,21 @@ def test_required_fields() -> None:
 
 
 def test_sandbox_mode_needs_no_endpoint() -> None:
-    config = load_config(env={}, overrides={"sandbox_id": "my-sandbox-x1", "livekit_url": GOOD["livekit_url"]})
+    config = load_config(
+        env={}, overrides={"sandbox_id": "my-sandbox-x1", "livekit_url": GOOD["livekit_url"]}
+    )
     assert config.sandbox_url == "https://cloud-api.livekit.io/api/v2/sandbox/connection-details"
 
 
 @pytest.mark.parametrize(
     ("value", "needle"),
-    [("{not json", "not valid JSON"), ('["a"]', "JSON object"), ('"x"', "JSON object"),
-     ('{"X-Key": 5}', "must be a string"), ('{"X": "a\\nb"}', "line break")],
+    [
+        ("{not json", "not valid JSON"),
+        ('["a"]', "JSON object"),
+        ('"x"', "JSON object"),
+        ('{"X-Key": 5}', "must be a string"),
+        ('{"X": "a\\nb"}', "line break"),
+    ],
 )
 def test_headers_must_be_a_json_object_of_strings(value: str, needle: str) -> None:
     problem = one_problem(generate_token_headers=value)
@@ -144,12 +163,16 @@ def test_yaml_file_env_and_flags_precedence(tmp_path: Path) -> None:
         "livekit_url: wss://file.example.com\n"
         "livekit_agent_name: from-file\n"
         "generate_token_headers:\n  Authorization: Bearer ${MY_KEY}\n"
-        "token_request_payload: '{\"language\": \"en\"}'\n"
+        'token_request_payload: \'{"language": "en"}\'\n'
     )
-    env = {"MY_KEY": "s3cret", "HARNESS_LIVEKIT_AGENT_NAME": "from-env",
-           "HARNESS_LIVEKIT_URL": "wss://env.example.com"}
-    config = load_config(path, env=env, overrides={"livekit_url": "wss://flag.example.com",
-                                                   "sandbox_id": None})
+    env = {
+        "MY_KEY": "s3cret",
+        "HARNESS_LIVEKIT_AGENT_NAME": "from-env",
+        "HARNESS_LIVEKIT_URL": "wss://env.example.com",
+    }
+    config = load_config(
+        path, env=env, overrides={"livekit_url": "wss://flag.example.com", "sandbox_id": None}
+    )
     assert config.generate_token_endpoint == "https://file.example.com/t"
     assert config.livekit_agent_name == "from-env"
     assert config.livekit_url == "wss://flag.example.com"
@@ -166,9 +189,11 @@ def test_json_file(tmp_path: Path) -> None:
 
 def test_file_problems_are_named(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
-    path.write_text("generate_token_endpont: https://typo.example.com\n"
-                    "livekit_url: wss://x.example.com\n"
-                    "generate_token_headers: '{\"A\": \"${UNSET_VAR_XYZ}\"}'\n")
+    path.write_text(
+        "generate_token_endpont: https://typo.example.com\n"
+        "livekit_url: wss://x.example.com\n"
+        'generate_token_headers: \'{"A": "${UNSET_VAR_XYZ}"}\'\n'
+    )
     with pytest.raises(ConfigError) as info:
         load_config(path, env={})
     text = "\n".join(info.value.problems)

@@ -28,7 +28,10 @@ from client_harness.token_response import (
     TokenEndpointError,
 )
 
-BASE = {"generate_token_endpoint": "https://api.example.com/t", "livekit_url": "wss://lk.example.com"}
+BASE = {
+    "generate_token_endpoint": "https://api.example.com/t",
+    "livekit_url": "wss://lk.example.com",
+}
 
 
 def config(**fields: object) -> HarnessConfig:
@@ -44,7 +47,11 @@ def test_platform_body_and_default_headers() -> None:
 
 def test_custom_payload_merged_at_top_level() -> None:
     request = build_token_request(config(token_request_payload='{"agent_variant": "sales"}'), "r")
-    assert request.body == {"agent_variant": "sales", "room_name": "r", "participant_name": "simulated_user"}
+    assert request.body == {
+        "agent_variant": "sales",
+        "room_name": "r",
+        "participant_name": "simulated_user",
+    }
 
 
 def test_agent_name_and_metadata_go_into_room_config() -> None:
@@ -58,7 +65,11 @@ def test_agent_name_and_metadata_go_into_room_config() -> None:
 
 def test_headers_override_case_insensitively() -> None:
     request = build_token_request(
-        config(generate_token_headers='{"content-type": "application/json; charset=utf-8", "X-Api-Key": "k"}'),
+        config(
+            generate_token_headers=json.dumps(
+                {"content-type": "application/json; charset=utf-8", "X-Api-Key": "k"}
+            )
+        ),
         "r",
     )
     assert request.headers == {"content-type": "application/json; charset=utf-8", "X-Api-Key": "k"}
@@ -66,7 +77,8 @@ def test_headers_override_case_insensitively() -> None:
 
 def test_sandbox_mode() -> None:
     request = build_token_request(
-        config(sandbox_id="sb-123", sandbox_base_url="http://127.0.0.1:9/", livekit_agent_name="a"), "r"
+        config(sandbox_id="sb-123", sandbox_base_url="http://127.0.0.1:9/", livekit_agent_name="a"),
+        "r",
     )
     assert request.url == "http://127.0.0.1:9/api/v2/sandbox/connection-details"
     assert request.headers["X-Sandbox-ID"] == "sb-123" and request.sandbox
@@ -74,6 +86,7 @@ def test_sandbox_mode() -> None:
 
 
 # ---- stand-in endpoints -------------------------------------------------------------------
+
 
 class StandIn:
     """A local HTTP server answering every POST with a canned (status, content type, body)."""
@@ -87,7 +100,9 @@ class StandIn:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length", 0))
-                owner.seen.append((self.path, dict(self.headers), json.loads(self.rfile.read(length))))
+                owner.seen.append(
+                    (self.path, dict(self.headers), json.loads(self.rfile.read(length)))
+                )
                 if owner.delay:
                     threading.Event().wait(owner.delay)
                 status, ctype, body = owner.answer
@@ -118,8 +133,14 @@ def stand_in() -> Iterator[StandIn]:
 
 
 async def call(stand_in: StandIn, **fields: object):
-    cfg = load_config(env={}, overrides={"generate_token_endpoint": stand_in.url + "/livekit/token",
-                                         "livekit_url": "ws://127.0.0.1:7880", **fields})
+    cfg = load_config(
+        env={},
+        overrides={
+            "generate_token_endpoint": stand_in.url + "/livekit/token",
+            "livekit_url": "ws://127.0.0.1:7880",
+            **fields,
+        },
+    )
     async with httpx.AsyncClient() as client:
         return await request_token(client, cfg, "room-x")
 
@@ -131,9 +152,16 @@ async def failure(stand_in: StandIn, **fields: object) -> TokenEndpointError:
 
 
 async def test_request_reaches_the_endpoint_as_the_platform_sends_it(stand_in: StandIn) -> None:
-    stand_in.answer = (200, "application/json", b'{"token": "a.b.c", "serverUrl": "ws://127.0.0.1:1"}')
-    result = await call(stand_in, generate_token_headers='{"Authorization": "Bearer k"}',
-                        token_request_payload='{"language": "en"}')
+    stand_in.answer = (
+        200,
+        "application/json",
+        b'{"token": "a.b.c", "serverUrl": "ws://127.0.0.1:1"}',
+    )
+    result = await call(
+        stand_in,
+        generate_token_headers='{"Authorization": "Bearer k"}',
+        token_request_payload='{"language": "en"}',
+    )
     path, headers, body = stand_in.seen[0]
     assert path == "/livekit/token"
     assert headers["Authorization"] == "Bearer k"
@@ -143,7 +171,11 @@ async def test_request_reaches_the_endpoint_as_the_platform_sends_it(stand_in: S
 
 
 async def test_sandbox_stand_in(stand_in: StandIn) -> None:
-    stand_in.answer = (200, "application/json", b'{"participantToken": "t.t.t", "serverUrl": "ws://127.0.0.1:2"}')
+    stand_in.answer = (
+        200,
+        "application/json",
+        b'{"participantToken": "t.t.t", "serverUrl": "ws://127.0.0.1:2"}',
+    )
     result = await call(stand_in, sandbox_id="sb-1", sandbox_base_url=stand_in.url)
     path, headers, _ = stand_in.seen[0]
     assert path == "/api/v2/sandbox/connection-details" and headers["X-Sandbox-ID"] == "sb-1"
@@ -168,7 +200,11 @@ async def test_empty_token(stand_in: StandIn) -> None:
 
 
 async def test_wrong_server_url(stand_in: StandIn) -> None:
-    stand_in.answer = (200, "application/json", b'{"token": "a.b.c", "serverUrl": "https://lk.example.com"}')
+    stand_in.answer = (
+        200,
+        "application/json",
+        b'{"token": "a.b.c", "serverUrl": "https://lk.example.com"}',
+    )
     err = await failure(stand_in)
     assert err.kind == KIND_SERVER_URL and "wss://lk.example.com" in err.detail
 
@@ -183,8 +219,13 @@ async def test_unreachable() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cfg = load_config(env={}, overrides={"generate_token_endpoint": f"http://127.0.0.1:{port}/t",
-                                         "livekit_url": "ws://127.0.0.1:7880"})
+    cfg = load_config(
+        env={},
+        overrides={
+            "generate_token_endpoint": f"http://127.0.0.1:{port}/t",
+            "livekit_url": "ws://127.0.0.1:7880",
+        },
+    )
     async with httpx.AsyncClient() as client:
         with pytest.raises(TokenEndpointError) as info:
             await request_token(client, cfg, "r")

@@ -67,7 +67,11 @@ def test_room_name_absent_is_fine() -> None:
 
 def test_the_platforms_documented_example_is_accepted() -> None:
     result = parse({"token": "eyJ.x.y", "serverUrl": "wss://lk.example.com", "room_name": "u"})
-    assert (result.token, result.server_url, result.room_name) == ("eyJ.x.y", "wss://lk.example.com", "u")
+    assert (result.token, result.server_url, result.room_name) == (
+        "eyJ.x.y",
+        "wss://lk.example.com",
+        "u",
+    )
 
 
 def test_the_livekit_standard_shape_is_accepted() -> None:
@@ -109,7 +113,7 @@ def test_json_that_is_not_an_object_has_no_token(body: str) -> None:
     assert str(fails(body)) == NO_TOKEN_MESSAGE
 
 
-@pytest.mark.parametrize("body", ["", "token=abc", "{'token': 'x'}", "{\"token\": "])
+@pytest.mark.parametrize("body", ["", "token=abc", "{'token': 'x'}", '{"token": '])
 def test_non_json_body(body: str) -> None:
     err = fails(body, content_type="text/plain")
     assert err.kind == KIND_NOT_JSON

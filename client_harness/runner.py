@@ -1,0 +1,82 @@
+"""Many simulations at once (the platform runs up to 50 in parallel), in one process and loop.
+
+Speech models load once and are shared; one HTTP client serves every token request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import httpx
+
+from client_harness.config import HarnessConfig
+from client_harness.conversation import Speech
+from client_harness.metrics import STEP_CONVERSATION, SimulationResult
+from client_harness.scenario import Scenario
+from client_harness.simulation import RunOptions, run_simulation
+
+PLATFORM_MAX_CONCURRENCY = 50
+
+Progress = Callable[[int, int, int, float], None]  # done, total, failed, elapsed
+
+
+@dataclass
+class RunResult:
+    results: list[SimulationResult]
+    wall_s: float
+    cpu_s: float  # this process (the harness) only
+    concurrency: int
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[SimulationResult]:
+        return [r for r in self.results if not r.ok]
+
+
+async def run_many(
+    config: HarnessConfig,
+    scenario: Scenario,
+    options: RunOptions,
+    *,
+    count: int,
+    concurrency: int,
+    speech: Speech | None = None,
+    progress: Progress | None = None,
+) -> RunResult:
+    speech = speech or Speech(transcribe=options.mode == "voice" and options.transcribe)
+    if options.mode == "voice":
+        await asyncio.to_thread(speech.warm_up, [t.say for t in scenario.turns])
+    semaphore = asyncio.Semaphore(max(1, concurrency))
+    results: list[SimulationResult | None] = [None] * count
+    done = failed = 0
+    started, cpu_started = time.monotonic(), time.process_time()
+    limits = httpx.Limits(
+        max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4
+    )
+
+    async with httpx.AsyncClient(limits=limits) as client:
+
+        async def one(index: int) -> None:
+            nonlocal done, failed
+            async with semaphore:
+                try:
+                    result = await run_simulation(config, scenario, options, speech, client, index)
+                except Exception as exc:  # a harness bug must not hide the other results
+                    result = SimulationResult(index, "", options.mode, scenario.name)
+                    result.fail(STEP_CONVERSATION, f"harness error: {type(exc).__name__}: {exc}")
+            results[index] = result
+            done += 1
+            failed += 0 if result.ok else 1
+            if progress:
+                progress(done, count, failed, time.monotonic() - started)
+
+        await asyncio.gather(*(one(i) for i in range(count)))
+    return RunResult(
+        results=[r for r in results if r is not None],
+        wall_s=time.monotonic() - started,
+        cpu_s=time.process_time() - cpu_started,
+        concurrency=concurrency,
+    )

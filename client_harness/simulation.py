@@ -1,0 +1,281 @@
+"""One simulation, the platform's flow end to end: token → join → agent joins → conversation.
+
+Each step is timed on the simulation's clock (zero = token request sent) and a failure records
+the step it stopped at, a reason and a fix; an agent that never joins gets a diagnosis naming the
+troubleshooting causes that fit what was observed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+from livekit import api, rtc
+
+from client_harness.claims import ClaimsReport, check_claims
+from client_harness.config import HarnessConfig
+from client_harness.conversation import Conversation, Speech
+from client_harness.diagnosis import JoinObservation, diagnose_agent_join
+from client_harness.metrics import (
+    END_AGENT_LEFT,
+    END_COMPLETED,
+    END_DISCONNECTED,
+    END_MAX_DURATION,
+    STEP_AGENT_JOIN,
+    STEP_CONNECT,
+    STEP_CONVERSATION,
+    STEP_TOKEN,
+    SimulationResult,
+    overlaps,
+    silences,
+)
+from client_harness.recorder import Recorder
+from client_harness.scenario import Scenario
+from client_harness.session import AGENT_NAME_ATTR, CallRoom, Clock, kind_name
+from client_harness.token_request import TokenResult, new_room_name, request_token
+from client_harness.token_response import TokenEndpointError
+
+log = logging.getLogger("client_harness.simulation")
+
+MODES = ("voice", "text")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    mode: str = "voice"  # voice: spoken turns; text: lk.chat in, lk.transcription out
+    transcribe: bool = True  # voice mode: transcribe the agent offline
+    record_dir: Path | None = None  # stereo WAVs go here (None: no recording written)
+    connect_timeout: float = 10.0
+
+
+def api_url_for(config: HarnessConfig, server_url: str) -> str:
+    """The server API URL for dispatch listing: configured, else the ws URL as http."""
+    if config.livekit_api_url:
+        return config.livekit_api_url
+    parts = urlsplit(server_url)
+    scheme = {"wss": "https", "ws": "http"}.get(parts.scheme, parts.scheme)
+    return urlunsplit((scheme, parts.netloc, "", "", ""))
+
+
+async def list_dispatches(config: HarnessConfig, server_url: str, room: str) -> list[str]:
+    """Agent names dispatched to `room`, from the LiveKit server API (diagnosis only)."""
+    lkapi = api.LiveKitAPI(
+        api_url_for(config, server_url), config.livekit_api_key, config.livekit_api_secret
+    )
+    try:
+        async with asyncio.timeout(5):
+            dispatches = await lkapi.agent_dispatch.list_dispatch(room)
+        return [d.agent_name for d in dispatches]
+    finally:
+        await lkapi.aclose()
+
+
+async def diagnose_join_timeout(
+    config: HarnessConfig, token: TokenResult, claims: ClaimsReport, room: CallRoom, room_name: str
+) -> list[str]:
+    listed: tuple[str, ...] | None = None
+    list_error = None
+    if config.can_list_dispatches:
+        try:
+            listed = tuple(await list_dispatches(config, token.response.server_url, room_name))
+        except Exception as exc:
+            list_error = f"{type(exc).__name__}: {exc}"
+    body = token.response.body
+    video = claims.claims.get("video") if isinstance(claims.claims.get("video"), dict) else {}
+    observation = JoinObservation(
+        requested_room=room_name,
+        waited_seconds=config.agent_join_timeout,
+        configured_agent_name=config.livekit_agent_name,
+        response_room=token.response.room_name,
+        response_dispatch_id=str(body.get("dispatch_id") or body.get("dispatchId") or "") or None,
+        response_agent_name=str(body.get("agent_name") or "") or None,
+        token_room=(video or {}).get("room"),
+        token_agents=tuple(str(a.get("agentName", "")) for a in claims.dispatched_agents),
+        listed_dispatches=listed,
+        list_error=list_error,
+    )
+    return [cause.line() for cause in diagnose_agent_join(observation)]
+
+
+def connect_fix(error: str, source: str) -> str:
+    """The fix for a failed WebSocket/WebRTC join, from the error text."""
+    lowered = error.lower()
+    if "401" in lowered or "unauthorized" in lowered or "invalid token" in lowered:
+        return (
+            "the LiveKit server rejected the token: sign it with this server's API key and "
+            "secret (the token endpoint and the server must share LIVEKIT_API_KEY/SECRET)"
+        )
+    if "pc connection" in lowered or "ice" in lowered:
+        return (
+            "signalling worked but media did not: open the server's RTC ports (UDP/TCP) and set "
+            "its node IP / external IP so clients can reach it"
+        )
+    where = (
+        "the serverUrl in your token response" if source.startswith("response") else "livekit_url"
+    )
+    return (
+        f"check {where}: the LiveKit server must be running and reachable at that wss:// URL "
+        "(include serverUrl in the token response when it differs from livekit_url)"
+    )
+
+
+async def run_simulation(
+    config: HarnessConfig,
+    scenario: Scenario,
+    options: RunOptions,
+    speech: Speech,
+    client: httpx.AsyncClient,
+    index: int = 0,
+) -> SimulationResult:
+    clock = Clock()
+    room_name = new_room_name()
+    result = SimulationResult(index, room_name, options.mode, scenario.name)
+
+    # Step 2–4: the token request.
+    try:
+        token = await request_token(client, config, room_name)
+    except TokenEndpointError as exc:
+        result.fail(
+            STEP_TOKEN, f"{exc.message}: {exc.detail}" if exc.detail else exc.message, exc.fix
+        )
+        return result
+    result.token_request_s = token.seconds
+    result.server_url = token.response.server_url
+    result.warnings.extend(token.response.warnings)
+    claims = check_claims(token.response.token, room_name)
+    result.warnings.extend(f"token claims: {p}" for p in claims.problems + claims.warnings)
+
+    recorder = Recorder()
+    room = CallRoom(clock, recorder, listen_audio=options.mode == "voice")
+    try:
+        # Step 5: join, then wait for the agent.
+        connect_start = clock.now()
+        try:
+            await room.connect(
+                token.response.server_url, token.response.token, options.connect_timeout
+            )
+        except (rtc.ConnectError, TimeoutError, OSError) as exc:
+            text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+            result.fail(
+                STEP_CONNECT,
+                f"could not join {token.response.server_url} "
+                f"({token.response.server_url_source}): {text}",
+                connect_fix(text, token.response.server_url_source),
+            )
+            return result
+        connected = clock.now()
+        result.connect_s = connected - connect_start
+
+        try:
+            agent = await room.wait_for_agent(config.agent_join_timeout)
+        except TimeoutError:
+            result.diagnosis = await diagnose_join_timeout(config, token, claims, room, room_name)
+            result.fail(
+                STEP_AGENT_JOIN,
+                f"no agent joined room {room_name} within {config.agent_join_timeout:g} s",
+                result.diagnosis[0].split("; fix: ", 1)[-1] if result.diagnosis else "",
+            )
+            return result
+        joined = room.agent_joined_at or connected
+        result.agent_join_from_token_request_s = joined
+        result.agent_join_from_connect_s = max(0.0, joined - connected)
+        result.agent_identity = agent.identity
+        result.agent_kind = kind_name(agent.kind)
+        result.agent_name = agent.attributes.get(AGENT_NAME_ATTR)
+        if agent.kind != rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
+            result.warnings.append(
+                f"the first participant to join ({agent.identity}) is a {result.agent_kind} "
+                "participant, not an agent: the platform would talk to it anyway"
+            )
+
+        # Steps 6–7: the conversation.
+        await _converse(room, scenario, speech, result, options, clock)
+    finally:
+        result.duration_s = clock.now()
+        await room.close()
+    if options.record_dir is not None and recorder.duration() > 0:
+        path = options.record_dir / f"sim-{index:03d}-{room_name[:8]}.wav"
+        result.recording = str(await asyncio.to_thread(recorder.write_wav, path))
+    return result
+
+
+async def _converse(
+    room: CallRoom,
+    scenario: Scenario,
+    speech: Speech,
+    result: SimulationResult,
+    options: RunOptions,
+    clock: Clock,
+) -> None:
+    conversation = Conversation(room, scenario, speech, result, options.mode)
+    talk = asyncio.create_task(conversation.run())
+    left = asyncio.create_task(room.agent_left.wait())
+    dropped = asyncio.create_task(room.disconnected.wait())
+    done, _ = await asyncio.wait(
+        {talk, left, dropped},
+        timeout=scenario.max_duration_seconds,
+        return_when=asyncio.FIRST_COMPLETED,
+    )
+    for task in (talk, left, dropped):
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if talk in done and talk.exception() is not None:
+        exc = talk.exception()
+        result.fail(STEP_CONVERSATION, f"conversation failed: {type(exc).__name__}: {exc}")
+    elif talk in done:
+        result.end_reason = END_COMPLETED
+    elif left in done:
+        result.end_reason = END_AGENT_LEFT
+    elif dropped in done:
+        result.end_reason = END_DISCONNECTED
+    else:
+        result.end_reason = END_MAX_DURATION
+
+    if options.mode == "voice":
+        await conversation.finish_voice()
+    else:
+        conversation.finish_text()
+    end = clock.now()
+    result.overlaps = overlaps(result.caller_utterances, result.agent_utterances)
+    result.long_silences = silences(
+        result.caller_utterances + result.agent_utterances,
+        room.agent_joined_at or 0.0,
+        end,
+        scenario.long_silence_seconds,
+    )
+    if room.first_audio_at is not None and room.connected_at is not None:
+        result.first_agent_audio_s = room.first_audio_at - room.connected_at
+    if result.failed_step:
+        return
+    unanswered = [t.index for t in result.turns if not t.answered]
+    if result.end_reason == END_MAX_DURATION:
+        result.warnings.append(
+            f"ended at max_duration_seconds={scenario.max_duration_seconds:g} after "
+            f"{len(result.turns)} of {len(scenario.turns)} caller turns"
+        )
+        result.ok = True
+    elif result.end_reason == END_AGENT_LEFT and len(result.turns) < len(scenario.turns):
+        result.fail(
+            STEP_CONVERSATION,
+            f"the agent left after {len(result.turns)} of {len(scenario.turns)} caller turns",
+            "check the agent's logs: it ended the call early (or crashed)",
+        )
+    elif result.end_reason == END_DISCONNECTED:
+        result.fail(STEP_CONVERSATION, "the caller was disconnected from the room mid-conversation")
+    elif unanswered:
+        result.fail(
+            STEP_CONVERSATION,
+            f"the agent did not answer caller turn(s) {unanswered} within "
+            f"{scenario.response_timeout_seconds:g} s",
+            "check that the agent subscribes to the caller's audio (or lk.chat in text mode) "
+            "and that its turn detection ends the caller's turn",
+        )
+    else:
+        result.ok = True
