@@ -175,6 +175,15 @@ class TokenServer:
     process: ChildProcess = field(repr=False, compare=False)
 
 
+@dataclass(frozen=True)
+class AgentWorker:
+    """A running `sample-agent` worker, registered with a livekit-server under `agent_name`."""
+
+    agent_name: str
+    health_url: str  # the worker's own HTTP health endpoint
+    process: ChildProcess = field(repr=False, compare=False)
+
+
 def _base_env() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
@@ -280,4 +289,35 @@ class LocalStack:
             endpoint=base + path,
             api_key=keys[0].strip() if keys else None,
             process=child,
+        )
+
+    def start_agent(
+        self,
+        livekit: LiveKitServer,
+        agent_name: str,
+        *,
+        env: Mapping[str, str] | None = None,
+        mode: str = "start",
+        timeout: float = 120.0,
+    ) -> AgentWorker:
+        """`python -m sample_agent start` against `livekit`, returned once the server has
+        registered it (its "registered worker" log line); `env` overrides its settings."""
+        port = free_port()
+        child_env = _base_env()
+        child_env.update(livekit.env())
+        child_env.update(
+            {
+                "AGENT_NAME": agent_name,
+                "AGENT_HTTP_HOST": "127.0.0.1",
+                "AGENT_HTTP_PORT": str(port),
+                "AGENT_LOAD_DOTENV": "0",
+            }
+        )
+        child_env.update(env or {})
+        child = self.spawn(
+            f"agent-{agent_name}-{port}", [sys.executable, "-m", "sample_agent", mode], child_env
+        )
+        child.wait_log(r"registered worker", timeout)
+        return AgentWorker(
+            agent_name=agent_name, health_url=f"http://127.0.0.1:{port}/", process=child
         )
