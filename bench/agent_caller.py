@@ -111,7 +111,7 @@ class AgentCaller:
         self._spawn(self._pump_microphone())
 
     async def wait_for_agent(self, within: float) -> rtc.RemoteParticipant:
-        await self._wait(lambda: self.agent is not None, within, "the agent to join")
+        await self.wait_for(lambda: self.agent is not None, within, "the agent to join")
         assert self.agent is not None
         return self.agent
 
@@ -237,7 +237,7 @@ class AgentCaller:
                     return u
             return None
 
-        await self._wait(lambda: done() is not None, within, "the agent's answer")
+        await self.wait_for(lambda: done() is not None, within, "the agent's answer")
         found = done()
         assert found is not None
         return found
@@ -248,7 +248,7 @@ class AgentCaller:
         def onset() -> float | None:
             return next((u.started_at for u in self.utterances if u.started_at > after), None)
 
-        await self._wait(lambda: onset() is not None, within, "the agent's first audio")
+        await self.wait_for(lambda: onset() is not None, within, "the agent's first audio")
         found = onset()
         assert found is not None
         return found
@@ -267,7 +267,7 @@ class AgentCaller:
 
         self._spawn(notify())
 
-    async def _wait(self, ready: Callable[[], bool], within: float, what: str) -> None:
+    async def wait_for(self, ready: Callable[[], bool], within: float, what: str) -> None:
         async def wait() -> None:
             async with self._changed:
                 await self._changed.wait_for(ready)

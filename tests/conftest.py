@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from client_harness.local_stack import LiveKitServer, LocalStack, TokenServer
+from client_harness.local_stack import AgentWorker, LiveKitServer, LocalStack, TokenServer
 
 
 @pytest.fixture(scope="session")
@@ -64,3 +64,19 @@ def token_server(start_token_server: TokenServerFactory) -> TokenServer:
 
 def auth_headers(server: TokenServer) -> Mapping[str, str]:
     return {"Authorization": f"Bearer {server.api_key}"} if server.api_key else {}
+
+
+# --- the sample agent (issue 3) ---------------------------------------------------------------
+
+TEST_AGENT_NAME = "test-agent"  # the name the `token_server` fixture dispatches
+
+
+@pytest.fixture(scope="session")
+def agent_worker(stack: LocalStack, livekit_server: LiveKitServer) -> AgentWorker:
+    """One real `sample-agent start` worker named `test-agent`, registered with the session's
+    livekit-server; offline speech, one warm process (the suite shares 2 cores)."""
+    return stack.start_agent(
+        livekit_server,
+        TEST_AGENT_NAME,
+        env={"AGENT_PROVIDER": "offline", "AGENT_IDLE_PROCESSES": "1", "AGENT_MAX_CALLS": "4"},
+    )

@@ -1,0 +1,175 @@
+"""The sample agent's pure logic: settings, metadata parsing, provider selection, the CLI's checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from livekit.agents import llm, stt, tts
+
+from sample_agent.config import Settings, SettingsError, load_settings, missing_livekit_vars
+from sample_agent.metadata import parse_lenient, profile_from_job_metadata
+from sample_agent.providers import build_pipeline
+from sample_agent.responder import ScriptedLLM
+
+
+def test_settings_defaults_need_no_keys() -> None:
+    settings = load_settings({})
+    assert settings == Settings()
+    assert settings.provider == "offline"
+    assert settings.silence_seconds == 0.8
+    assert settings.vad_silence_seconds <= settings.silence_seconds
+
+
+def test_settings_read_every_variable() -> None:
+    settings = load_settings(
+        {
+            "AGENT_NAME": "my-agent",
+            "AGENT_IDLE_PROCESSES": "0",
+            "AGENT_MAX_CALLS": "2",
+            "AGENT_SILENCE_SECONDS": "1.0",
+            "AGENT_VAD_SILENCE_SECONDS": "2.0",  # capped at the turn cut-off
+            "AGENT_HTTP_PORT": "8081",
+        }
+    )
+    assert settings.agent_name == "my-agent"
+    assert settings.num_idle_processes == 0
+    assert settings.max_calls == 2
+    assert settings.silence_seconds == 1.0
+    assert settings.vad_silence_seconds == 1.0
+    assert settings.http_port == 8081
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"AGENT_PROVIDER": "azure"}, "AGENT_PROVIDER='azure' must be one of offline, openai"),
+        ({"AGENT_PROVIDER": "openai"}, "AGENT_PROVIDER=openai needs OPENAI_API_KEY"),
+        ({"AGENT_MAX_CALLS": "0"}, "AGENT_MAX_CALLS=0 must be at least 1"),
+        ({"AGENT_IDLE_PROCESSES": "two"}, "AGENT_IDLE_PROCESSES='two' is not an integer"),
+        ({"AGENT_SILENCE_SECONDS": "9"}, "AGENT_SILENCE_SECONDS=9.0 must be between 0.2 and 5.0"),
+    ],
+)
+def test_bad_settings_name_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_settings(env)
+
+
+def test_missing_livekit_vars_lists_each_one() -> None:
+    assert missing_livekit_vars({}) == ["LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET"]
+    assert missing_livekit_vars({"LIVEKIT_URL": "ws://x", "LIVEKIT_API_KEY": " "}) == [
+        "LIVEKIT_API_KEY",
+        "LIVEKIT_API_SECRET",
+    ]
+
+
+@pytest.mark.parametrize("command", ["start", "dev"])
+def test_cli_without_livekit_settings_exits_non_zero_naming_each_variable(command: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEKIT_")}
+    env["LIVEKIT_API_KEY"] = "devkey"
+    env["AGENT_LOAD_DOTENV"] = "0"
+    proc = subprocess.run(
+        [sys.executable, "-m", "sample_agent", command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "missing required environment variable(s): LIVEKIT_URL, LIVEKIT_API_SECRET" in (
+        proc.stderr
+    )
+
+
+def test_cli_rejects_bad_settings_before_connecting() -> None:
+    env = dict(os.environ, AGENT_LOAD_DOTENV="0", AGENT_PROVIDER="openai", OPENAI_API_KEY="")
+    env.update(LIVEKIT_URL="ws://127.0.0.1:9", LIVEKIT_API_KEY="k", LIVEKIT_API_SECRET="s")
+    proc = subprocess.run(
+        [sys.executable, "-m", "sample_agent", "start"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "AGENT_PROVIDER=openai needs OPENAI_API_KEY" in proc.stderr
+
+
+# --- metadata ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "fmt", "fields", "text"),
+    [
+        ('{"persona": "ava"}', "json", {"persona": "ava"}, ""),
+        ("{'persona': 'ava', 'n': 1}", "python", {"persona": "ava", "n": 1}, ""),
+        ('"support"', "text", {}, "support"),
+        ("just some words", "text", {}, "just some words"),
+        ("{'unterminated': ", "text", {}, "{'unterminated':"),
+        ("[1, 2]", "text", {}, "[1, 2]"),
+        ("  ", "empty", {}, ""),
+        (None, "empty", {}, ""),
+    ],
+)
+def test_parse_lenient(raw: str | None, fmt: str, fields: dict[str, object], text: str) -> None:
+    parsed = parse_lenient(raw)
+    assert (parsed.format, parsed.fields, parsed.text) == (fmt, fields, text)
+
+
+def test_envelope_precedence_configured_then_requested_then_custom() -> None:
+    profile = profile_from_job_metadata(
+        json.dumps(
+            {
+                "room_name": "r1",
+                "participant_name": "simulated_user",
+                "agent_metadata": "{'persona': 'ava', 'agent_variant': 'sales', 'language': 'en'}",
+                "requested_agent_metadata": '{"persona": "max", "tone": "calm"}',
+                "custom": {"agent_variant": "support", "language": "de"},
+            }
+        )
+    )
+    assert (profile.persona, profile.variant, profile.language) == ("max", "support", "de")
+    assert (profile.room_name, profile.participant_name) == ("r1", "simulated_user")
+    assert profile.extra == {"tone": "calm"}
+
+
+def test_foreign_json_metadata_is_read_as_agent_settings() -> None:
+    profile = profile_from_job_metadata('{"variant": "Support", "business": "Globex"}')
+    assert (profile.variant, profile.business_name, profile.room_name) == (
+        "support",
+        "Globex",
+        None,
+    )
+
+
+def test_plain_text_sentences_are_kept_as_a_note_not_a_variant() -> None:
+    profile = profile_from_job_metadata(json.dumps({"agent_metadata": "be brief", "custom": {}}))
+    assert (profile.variant, profile.note) == (None, "be brief")
+
+
+# --- provider selection -----------------------------------------------------------------------
+
+
+def test_offline_pipeline_needs_the_prewarmed_models() -> None:
+    with pytest.raises(RuntimeError, match="offline models were not loaded"):
+        build_pipeline(Settings(), profile_from_job_metadata(""), None)
+
+
+async def test_openai_provider_swaps_all_three_plugins() -> None:
+    from livekit.plugins import openai
+
+    settings = load_settings(
+        {"AGENT_PROVIDER": "openai", "OPENAI_API_KEY": "sk-test-not-used", "OPENAI_TTS_VOICE": "ash"}
+    )
+    pipeline = build_pipeline(settings, profile_from_job_metadata(""), None)
+    assert isinstance(pipeline.stt, openai.STT) and isinstance(pipeline.stt, stt.STT)
+    assert isinstance(pipeline.llm, openai.LLM) and isinstance(pipeline.llm, llm.LLM)
+    assert isinstance(pipeline.tts, openai.TTS) and isinstance(pipeline.tts, tts.TTS)
+    assert not isinstance(pipeline.llm, ScriptedLLM)
+    assert pipeline.llm.model == settings.openai_llm_model
+    await pipeline.llm.aclose()
+    await pipeline.stt.aclose()
+    await pipeline.tts.aclose()
