@@ -43,6 +43,7 @@ from client_harness.token_response import TokenEndpointError
 log = logging.getLogger("client_harness.simulation")
 
 MODES = ("voice", "text")
+AGENT_LEFT_GRACE_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -221,6 +222,13 @@ async def _converse(
         timeout=scenario.max_duration_seconds,
         return_when=asyncio.FIRST_COMPLETED,
     )
+    if talk not in done and done:
+        # The agent hanging up right after its last answer still completes the scenario: give
+        # the conversation a moment to notice (its waits return as soon as the agent leaves).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(talk), AGENT_LEFT_GRACE_SECONDS)
+        if talk.done():
+            done = {talk}
     for task in (talk, left, dropped):
         if not task.done():
             task.cancel()
