@@ -26,3 +26,23 @@ def resample(wav: Float32Array, from_rate: int, to_rate: int) -> Float32Array:
     x_old = np.arange(wav.size, dtype=np.float64) / from_rate
     x_new = np.arange(n_out, dtype=np.float64) / to_rate
     return np.interp(x_new, x_old, wav).astype(np.float32)
+
+
+def trim_silence(
+    wav: Float32Array, rate: int, keep_lead_ms: int, keep_tail_ms: int, floor: float = 0.005
+) -> Float32Array:
+    """Cut quiet 10 ms windows (RMS below `floor`, about -46 dBFS) at both ends down to the
+    given margins. hibari pads every sentence with ~0.3 s of silence before and ~0.5 s after:
+    left in, that is 0.3 s of dead air before an agent answers and a 0.8 s pause between
+    sentences, long enough for a VAD to end the speaker's turn."""
+    win = rate // 100
+    n = wav.size // win
+    if n == 0:
+        return wav
+    rms = np.sqrt(np.mean(np.square(wav[: n * win].reshape(n, win)), axis=1))
+    loud = np.flatnonzero(rms >= floor)
+    if loud.size == 0:
+        return wav
+    start = max(0, int(loud[0]) * win - keep_lead_ms * rate // 1000)
+    end = min(wav.size, (int(loud[-1]) + 1) * win + keep_tail_ms * rate // 1000)
+    return wav[start:end]

@@ -16,9 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from offline_speech.audio import Int16Array, to_int16
+from offline_speech.audio import Int16Array, to_int16, trim_silence
 
 SAMPLE_RATE = 24_000
+# Silence kept around each sentence (see audio.trim_silence): a ~0.3 s pause between sentences.
+_KEEP_LEAD_MS = 60
+_KEEP_TAIL_MS = 260
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,7 @@ class Synthesizer:
                     )
                 )
             wav = dsp.synth(lh, th, ln, lr, phi, f0 * self.voice.pitch, rng)
-            yield to_int16(wav)
+            yield to_int16(trim_silence(wav, SAMPLE_RATE, _KEEP_LEAD_MS, _KEEP_TAIL_MS))
 
     def synthesize(self, text: str, seed: int | None = 0) -> Int16Array:
         """The whole utterance as 24 kHz mono int16 PCM."""

@@ -51,7 +51,7 @@ class Settings:
     """AGENT_SILENCE_SECONDS: silence after the caller's last word that ends their turn.
 
     0.5 s cuts a speaker who pauses between sentences; 0.8 s does not."""
-    vad_silence_seconds: float = 0.5
+    vad_silence_seconds: float = 0.35
     """AGENT_VAD_SILENCE_SECONDS: silence after which silero reports end of speech and the STT
     starts on the utterance. The session's endpointing delay counts from the last word too, so
     transcription runs inside the rest of the cut-off instead of after it."""

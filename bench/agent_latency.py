@@ -1,0 +1,398 @@
+"""Sample agent latency and capacity against a real livekit-server, on this machine.
+
+Measures, with the real `sample-agent start` worker (offline speech) and real rtc callers:
+  - worker start: spawn → "registered worker", and → every idle process prewarmed;
+  - memory: RSS/PSS of the worker, of each idle job process, and of a job process in a call;
+  - per-turn latency over >= --turns turns of one call: from the end of the caller's speech (its
+    last sample leaving the caller's audio source) to the first loud frame of the agent's answer
+    arriving at the caller; p50/p95, with the framework's own per-turn split (ChatMessage.metrics
+    and STT/TTS metrics events, read from the worker's log): VAD+endpointing, STT, LLM, TTS;
+  - STT and TTS real-time factors (processing time / audio duration);
+  - concurrency: N calls at once on one worker, N = 1, 2, ...; the largest N whose turn p95 stays
+    at or under --p95-limit (2 s).
+
+    uv run python bench/agent_latency.py [--turns 20] [--max-calls 4] [--turns-per-call 5]
+
+Prints a table and writes bench/results/agent_latency-<timestamp>.json. The caller (this process)
+runs on the same 2 cores, as does anything else running on the machine: note the load average
+printed with the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+from livekit import api
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.agent_caller import AgentCaller  # noqa: E402
+from client_harness.local_stack import AgentWorker, LiveKitServer, LocalStack  # noqa: E402
+from offline_speech import Synthesizer, Voice  # noqa: E402
+
+RESULTS = REPO / "bench" / "results"
+AGENT_NAME = "bench-agent"
+QUESTIONS = (
+    "What are your opening hours?",
+    "Where are you located?",
+    "Do you have vegetarian dishes on the menu?",
+    "Hi, I would like to book a table for two tomorrow at seven.",
+    "What is the weather like on Mars today?",
+    "Can I cancel my reservation please?",
+    "Thank you.",
+)
+GAP_AFTER_ANSWER = 0.6  # seconds the caller waits after the agent stops before speaking
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {
+        "n": len(values),
+        "p50": round(percentile(values, 50), 3),
+        "p95": round(percentile(values, 95), 3),
+        "mean": round(statistics.fmean(values), 3) if values else float("nan"),
+        "max": round(max(values), 3) if values else float("nan"),
+    }
+
+
+# -- memory ------------------------------------------------------------------------------------
+
+
+def memory_mb(pid: int) -> dict[str, float]:
+    """RSS and PSS (shared pages split between sharers) of one process, in MB."""
+    p = psutil.Process(pid)
+    full = p.memory_full_info()
+    return {"rss": round(full.rss / 2**20, 1), "pss": round(getattr(full, "pss", 0) / 2**20, 1)}
+
+
+def job_processes(worker: AgentWorker) -> list[psutil.Process]:
+    """The worker's job processes (children of its forkserver), not the forkserver itself."""
+    root = psutil.Process(worker.process.pid)
+    procs = root.children(recursive=True)
+    return [p for p in procs if p.children() == [] and p.ppid() != root.pid]
+
+
+def wait_idle_processes(worker: AgentWorker, count: int, within: float) -> float:
+    started = time.monotonic()
+    pattern = '"process initialized"'
+    while time.monotonic() - started < within:
+        if worker.process.log_text().count(pattern) >= count:
+            return time.monotonic() - started
+        time.sleep(0.1)
+    raise TimeoutError(f"{count} idle processes not initialized after {within}s")
+
+
+# -- calls -------------------------------------------------------------------------------------
+
+
+@dataclass
+class CallResult:
+    room: str
+    latencies: list[float] = field(default_factory=list)
+    joined_after: float = float("nan")
+    errors: list[str] = field(default_factory=list)
+
+
+async def one_call(
+    livekit: LiveKitServer,
+    lkapi: api.LiveKitAPI,
+    voices: list[np.ndarray],
+    turns: int,
+    on_call: asyncio.Event | None = None,
+    hold: asyncio.Event | None = None,
+) -> CallResult:
+    room = f"bench-{uuid.uuid4()}"
+    result = CallResult(room=room)
+    metadata = json.dumps({"room_name": room, "agent_metadata": "", "custom": {}})
+    token = (
+        api.AccessToken(livekit.api_key, livekit.api_secret)
+        .with_identity(f"caller-{room[-6:]}")
+        .with_grants(api.VideoGrants(room_join=True, room=room))
+        .to_jwt()
+    )
+    started = time.monotonic()
+    await lkapi.agent_dispatch.create_dispatch(
+        api.CreateAgentDispatchRequest(agent_name=AGENT_NAME, room=room, metadata=metadata)
+    )
+    caller = AgentCaller()
+    try:
+        await caller.connect(livekit.url, token)
+        await caller.wait_for_agent(within=60)
+        result.joined_after = time.monotonic() - started
+        greeting = await caller.next_utterance(after=0.0, within=60)
+        if on_call is not None:
+            on_call.set()
+        last_end = greeting.ended_at or time.monotonic()
+        for i in range(turns):
+            await asyncio.sleep(max(0.0, last_end + GAP_AFTER_ANSWER - time.monotonic()))
+            speech_end = await caller.say(voices[i % len(voices)])
+            try:
+                answer = await caller.next_utterance(after=speech_end, within=30)
+            except TimeoutError as e:
+                result.errors.append(f"turn {i}: {e}")
+                last_end = time.monotonic()
+                continue
+            result.latencies.append(answer.started_at - speech_end)
+            last_end = answer.ended_at or time.monotonic()
+        if hold is not None:
+            await hold.wait()
+    finally:
+        await caller.leave()
+    return result
+
+
+# -- the worker's own metrics --------------------------------------------------------------------
+
+
+def framework_split(worker: AgentWorker, rooms: set[str]) -> dict[str, Any]:
+    """Per-turn stages from the worker's log lines for `rooms` (see sample_agent.agent)."""
+    eot, stt_delay, llm_ttft, tts_ttfb, e2e = [], [], [], [], []
+    stt_rtf, tts_rtf, stt_dur = [], [], []
+    for line in worker.process.log_text().splitlines():
+        if not line.startswith("{"):
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if rec.get("room") not in rooms:
+            continue
+        if rec.get("message") == "turn":
+            m = rec.get("turn_metrics") or {}
+            if rec.get("role") == "user":
+                if "end_of_turn_delay" in m:
+                    eot.append(m["end_of_turn_delay"])
+                if "transcription_delay" in m:
+                    stt_delay.append(m["transcription_delay"])
+            elif "e2e_latency" in m:  # answers, not the greeting
+                e2e.append(m["e2e_latency"])
+                if "llm_node_ttft" in m:
+                    llm_ttft.append(m["llm_node_ttft"])
+                if "tts_node_ttfb" in m:
+                    tts_ttfb.append(m["tts_node_ttfb"])
+        elif rec.get("message") == "pipeline metrics" and rec.get("audio_duration", 0) > 0:
+            rtf = rec["duration"] / rec["audio_duration"]
+            if rec.get("kind") == "stt_metrics":
+                stt_rtf.append(rtf)
+                stt_dur.append(rec["duration"])
+            elif rec.get("kind") == "tts_metrics":
+                tts_rtf.append(rtf)
+    return {
+        "end_of_turn_delay": summary(eot),
+        "transcription_delay": summary(stt_delay),
+        "stt_processing": summary(stt_dur),
+        "llm_ttft": summary(llm_ttft),
+        "tts_ttfb": summary(tts_ttfb),
+        "framework_e2e_latency": summary(e2e),
+        "stt_rtf": summary(stt_rtf),
+        "tts_rtf": summary(tts_rtf),
+    }
+
+
+# -- the run ---------------------------------------------------------------------------------------
+
+
+async def measure(
+    livekit: LiveKitServer, worker: AgentWorker, args: argparse.Namespace
+) -> dict[str, Any]:
+    synth = Synthesizer(Voice.caller())
+    voices = [synth.synthesize(q) for q in QUESTIONS]
+    lkapi = api.LiveKitAPI(livekit.http_url, livekit.api_key, livekit.api_secret)
+    out: dict[str, Any] = {}
+    try:
+        # memory in a call: hold one call open after its turns and look at its job process
+        on_call, hold = asyncio.Event(), asyncio.Event()
+        before = {p.pid for p in job_processes(worker)}
+        seq_task = asyncio.create_task(one_call(livekit, lkapi, voices, args.turns, on_call, hold))
+        await on_call.wait()
+        await asyncio.sleep(2.0)
+        in_call = [memory_mb(p.pid) for p in job_processes(worker) if p.pid in before]
+        out["memory_in_call_mb"] = in_call
+        hold.set()
+        seq = await seq_task
+        out["sequential"] = {
+            "turns": len(seq.latencies),
+            "errors": seq.errors,
+            "joined_after_s": round(seq.joined_after, 3),
+            "latency": summary(seq.latencies),
+            "latencies": [round(x, 3) for x in seq.latencies],
+            "framework": framework_split(worker, {seq.room}),
+        }
+        await asyncio.sleep(3.0)
+
+        levels = []
+        for n in range(1, args.max_calls + 1):
+            calls = await asyncio.gather(
+                *(
+                    _staggered(i * 0.7, one_call(livekit, lkapi, voices, args.turns_per_call))
+                    for i in range(n)
+                )
+            )
+            lat = [x for c in calls for x in c.latencies]
+            errors = [e for c in calls for e in c.errors]
+            level = {
+                "calls": n,
+                "latency": summary(lat),
+                "errors": errors,
+                "joined_after_s": [round(c.joined_after, 2) for c in calls],
+                "framework": framework_split(worker, {c.room for c in calls}),
+                "load_avg_1m": round(os.getloadavg()[0], 2),
+            }
+            levels.append(level)
+            print(
+                f"  {n} call(s) at once: p50 {level['latency']['p50']:.2f}s "
+                f"p95 {level['latency']['p95']:.2f}s over {len(lat)} turns, "
+                f"{len(errors)} missed",
+                flush=True,
+            )
+            await asyncio.sleep(3.0)
+            if errors or level["latency"]["p95"] > args.p95_limit:
+                break
+        out["concurrency"] = levels
+        ok = [lv["calls"] for lv in levels if not lv["errors"]]
+        ok = [n for n in ok if levels[n - 1]["latency"]["p95"] <= args.p95_limit]
+        out["max_calls_within_p95_limit"] = max(ok) if ok else 0
+    finally:
+        await lkapi.aclose()
+    return out
+
+
+async def _staggered(delay: float, coro: Any) -> CallResult:
+    await asyncio.sleep(delay)
+    result: CallResult = await coro
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--turns", type=int, default=20, help="turns of the sequential call")
+    parser.add_argument("--turns-per-call", type=int, default=5, help="turns per concurrent call")
+    parser.add_argument("--max-calls", type=int, default=4, help="highest concurrency tried")
+    parser.add_argument("--idle-processes", type=int, default=1)
+    parser.add_argument("--p95-limit", type=float, default=2.0)
+    parser.add_argument("--agent-env", action="append", default=[], help="KEY=VALUE for agent")
+    args = parser.parse_args()
+
+    agent_env = {
+        "AGENT_IDLE_PROCESSES": str(args.idle_processes),
+        "AGENT_MAX_CALLS": str(args.max_calls + 1),
+    }
+    agent_env.update(dict(kv.split("=", 1) for kv in args.agent_env))
+    results: dict[str, Any] = {
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
+        },
+        "agent_env": agent_env,
+    }
+    with LocalStack() as stack:
+        livekit = stack.start_livekit()
+        started = time.monotonic()
+        worker = stack.start_agent(livekit, AGENT_NAME, env=agent_env, timeout=180)
+        registered = time.monotonic() - started
+        idle_ready = wait_idle_processes(worker, args.idle_processes, 180) + registered
+        time.sleep(1.0)
+        results["worker_start_s"] = {
+            "registered": round(registered, 2),
+            "idle_processes_ready": round(idle_ready, 2),
+        }
+        results["memory_idle_mb"] = {
+            "worker_main": memory_mb(worker.process.pid),
+            "idle_job_processes": [memory_mb(p.pid) for p in job_processes(worker)],
+        }
+        print(f"worker registered in {registered:.1f}s; measuring…", flush=True)
+        results.update(asyncio.run(measure(livekit, worker, args)))
+        results["machine"]["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+
+    print_table(results)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = RESULTS / f"agent_latency-{stamp}.json"
+    path.write_text(json.dumps(results, indent=2))
+    print(f"\nwrote {path.relative_to(REPO)}")
+    return 0
+
+
+def print_table(r: dict[str, Any]) -> None:
+    seq = r["sequential"]
+    fw = seq["framework"]
+    lat = seq["latency"]
+    rows = [
+        ("worker start → registered", f"{r['worker_start_s']['registered']:.2f} s"),
+        (
+            "worker start → idle processes ready",
+            f"{r['worker_start_s']['idle_processes_ready']:.2f} s",
+        ),
+        ("memory: worker main (RSS)", f"{r['memory_idle_mb']['worker_main']['rss']:.0f} MB"),
+    ]
+    for i, m in enumerate(r["memory_idle_mb"]["idle_job_processes"]):
+        rows.append(
+            (f"memory: idle job process {i} (RSS / PSS)", f"{m['rss']:.0f} / {m['pss']:.0f} MB")
+        )
+    for i, m in enumerate(r.get("memory_in_call_mb", [])):
+        rows.append(
+            (
+                f"memory: job process in a call (RSS / PSS) {i}",
+                f"{m['rss']:.0f} / {m['pss']:.0f} MB",
+            )
+        )
+    rows += [
+        (f"turn latency, 1 call, {seq['turns']} turns: p50", f"{lat['p50']:.3f} s"),
+        ("  p95 / max", f"{lat['p95']:.3f} / {lat['max']:.3f} s"),
+        (
+            "  split (p50): end-of-turn delay (VAD + endpointing)",
+            f"{fw['end_of_turn_delay']['p50']:.3f} s",
+        ),
+        (
+            "  split (p50): transcript ready after speech end",
+            f"{fw['transcription_delay']['p50']:.3f} s",
+        ),
+        ("  split (p50): STT processing", f"{fw['stt_processing']['p50']:.3f} s"),
+        ("  split (p50): LLM time to first token", f"{fw['llm_ttft']['p50']:.4f} s"),
+        ("  split (p50): TTS time to first byte", f"{fw['tts_ttfb']['p50']:.3f} s"),
+        ("  framework e2e_latency (p50)", f"{fw['framework_e2e_latency']['p50']:.3f} s"),
+        ("STT real-time factor (p50)", f"{fw['stt_rtf']['p50']:.3f}"),
+        ("TTS real-time factor (p50)", f"{fw['tts_rtf']['p50']:.3f}"),
+    ]
+    for lv in r["concurrency"]:
+        rows.append(
+            (
+                f"{lv['calls']} call(s) at once: turn p50 / p95",
+                f"{lv['latency']['p50']:.2f} / {lv['latency']['p95']:.2f} s"
+                + (f" ({len(lv['errors'])} missed)" if lv["errors"] else ""),
+            )
+        )
+    rows.append(("calls at once with turn p95 <= 2 s", str(r["max_calls_within_p95_limit"])))
+    rows.append(
+        (
+            "load average 1m at start / end",
+            f"{r['machine']['load_avg_at_start'][0]} / {r['machine']['load_avg_at_end'][0]}",
+        )
+    )
+    width = max(len(k) for k, _ in rows)
+    print()
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
