@@ -5,6 +5,9 @@ UV := uv
 
 .PHONY: install test lint unit demo bench clean
 
+# make demo ARGS=--keep-running   keeps the stack up after the call (Ctrl-C stops it)
+ARGS ?=
+
 install:
 	@bash scripts/bootstrap.sh
 
@@ -18,6 +21,9 @@ test: install lint
 
 unit: install
 	$(UV) run pytest -m "not integration and not e2e"
+
+demo: install
+	$(UV) run python -m client_harness.demo $(ARGS)
 
 bench: install
 	$(UV) run python bench/token_endpoint.py

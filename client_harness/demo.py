@@ -1,0 +1,163 @@
+"""`make demo` / `client-harness demo`: the whole flow on this machine with one command.
+
+Starts livekit-server, the token endpoint and the sample agent on free loopback ports, runs one
+spoken simulation exactly as `client-harness run` does, and stops everything it started — on
+success, on a failed step, on Ctrl-C and on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from client_harness import cli
+from client_harness.local_stack import LocalStack, StackError
+
+AGENT_NAME = "sample-agent"
+AGENT_METADATA = '{"persona": "restaurant", "restaurant": "Luigi\'s"}'
+CUSTOM_PAYLOAD = '{"agent_variant": "booking", "language": "en"}'
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _run_call(
+    args: argparse.Namespace,
+    endpoint: str,
+    livekit_url: str,
+    key: str,
+    api_key: str,
+    api_secret: str,
+    out: Path,
+) -> int:
+    """One simulation through the harness's own `run` command: one code path for both."""
+    argv = [
+        "run",
+        "--generate-token-endpoint",
+        endpoint,
+        "--livekit-url",
+        livekit_url,
+        "--generate-token-headers",
+        json.dumps({"Authorization": f"Bearer {key}"}),
+        "--livekit-agent-name",
+        AGENT_NAME,
+        "--livekit-agent-metadata",
+        AGENT_METADATA,
+        "--token-request-payload",
+        CUSTOM_PAYLOAD,
+        "--livekit-api-key",
+        api_key,
+        "--livekit-api-secret",
+        api_secret,
+        "--out",
+        str(out),
+    ]
+    if args.scenario:
+        argv += ["--scenario", str(args.scenario)]
+    if args.mode:
+        argv += ["--mode", args.mode]
+    return cli.main(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="client-harness demo",
+        description="Run the kit's whole flow locally: LiveKit, token endpoint, agent, one call.",
+    )
+    parser.add_argument("--scenario", type=Path, help="scenario YAML (default: booking)")
+    parser.add_argument("--mode", choices=["voice", "text"], help="default: voice")
+    parser.add_argument("--out", type=Path, help="where reports go (default runs/demo-<time>)")
+    parser.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="after the call, keep the stack up for manual tries until Ctrl-C",
+    )
+    parser.add_argument(
+        "--no-call",
+        action="store_true",
+        help="start the stack and wait for Ctrl-C without running a call",
+    )
+    args = parser.parse_args(argv)
+
+    out = args.out or Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    key = secrets.token_urlsafe(16)
+    code = 1
+    in_call = False
+    stack = LocalStack(log_dir=out / "logs")
+    try:
+        _say("demo: starting livekit-server (dev mode, loopback) ...")
+        livekit = stack.start_livekit()
+        _say(f"  livekit-server  pid {livekit.process.pid}  {livekit.url}")
+        token_server = stack.start_token_server(
+            livekit,
+            env={
+                "AGENT_NAME": AGENT_NAME,
+                "AGENT_METADATA": AGENT_METADATA,
+                "TOKEN_SERVER_API_KEYS": key,
+                "TOKEN_SERVER_ALLOW_NO_AUTH": "0",
+            },
+        )
+        _say(f"  token endpoint  pid {token_server.process.pid}  POST {token_server.endpoint}")
+        _say("demo: starting the sample agent (loads the offline speech models) ...")
+        agent = stack.start_agent(livekit, AGENT_NAME)
+        _say(f"  sample agent    pid {agent.process.pid}  registered as {AGENT_NAME!r}")
+
+        if args.no_call:
+            code = 0
+        else:
+            _say("demo: running one simulated call (the platform's side, spoken) ...\n")
+            in_call = True
+            code = _run_call(
+                args,
+                token_server.endpoint,
+                livekit.url,
+                key,
+                livekit.api_key,
+                livekit.api_secret,
+                out,
+            )
+            in_call = False
+            _say(f"\nlogs of each process: {stack.log_dir}")
+
+        if args.keep_running or args.no_call:
+            _say(
+                "\ndemo: the stack is up — press Ctrl-C to stop it.\n"
+                f"  curl -s -X POST {token_server.endpoint} -H 'Authorization: Bearer {key}' "
+                '-d \'{"room_name": "my-room", "participant_name": "simulated_user"}\'\n'
+                f"  client-harness check --generate-token-endpoint {token_server.endpoint} "
+                f"--livekit-url {livekit.url} "
+                f'--generate-token-headers \'{{"Authorization": "Bearer {key}"}}\''
+            )
+            while all(c.alive() for c in (livekit.process, token_server.process, agent.process)):
+                time.sleep(0.5)
+            _say("demo: a process of the stack exited; stopping the rest")
+            code = 1
+    except StackError as exc:
+        _say(f"demo: FAILED to start the stack: {exc}")
+        code = 1
+    except KeyboardInterrupt:
+        _say("\ndemo: interrupted")
+        if in_call or not (args.keep_running or args.no_call):
+            code = 130  # stopped before the demo finished
+        # else: Ctrl-C is how a kept-running stack ends; the call's result stands
+    finally:
+        stack.close()
+        _say("demo: stopped every process it started")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
