@@ -20,7 +20,7 @@ from client_harness import cli
 from client_harness.local_stack import LocalStack, StackError
 
 AGENT_NAME = "sample-agent"
-AGENT_METADATA = '{"persona": "restaurant", "restaurant": "Luigi\'s"}'
+AGENT_METADATA = '{"persona": "Sofia", "business": "Bella Vista"}'
 CUSTOM_PAYLOAD = '{"agent_variant": "booking", "language": "en"}'
 
 
