@@ -117,7 +117,9 @@ class CallRoom:
 
     async def connect(self, url: str, token: str, within: float) -> None:
         """Join over WebSocket + WebRTC; raises rtc.ConnectError or TimeoutError."""
-        options = rtc.RoomOptions(auto_subscribe=self.listen_audio, connect_timeout=within)
+        # Always subscribe, even in text mode where the audio is not decoded here: livekit-agents
+        # holds its speech (and the transcript synced to it) until its track has a subscriber.
+        options = rtc.RoomOptions(auto_subscribe=True, connect_timeout=within)
         async with asyncio.timeout(within * 2):
             await self.room.connect(url, token, options)
         self.connected_at = self.clock.now()
@@ -256,7 +258,7 @@ class CallRoom:
             self._listen(track)
 
     def _listen(self, track: rtc.RemoteAudioTrack) -> None:
-        if self._streams:  # one agent audio track is enough
+        if self._streams or not self.listen_audio:  # one agent audio track is enough
             return
         stream = rtc.AudioStream(
             track, sample_rate=LISTEN_RATE, num_channels=1, frame_size_ms=FRAME_MS

@@ -6,11 +6,13 @@ and stops them when its scope ends.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
+from client_harness.config import HarnessConfig, load_config
 from client_harness.local_stack import AgentWorker, LiveKitServer, LocalStack, TokenServer
 
 
@@ -79,4 +81,45 @@ def agent_worker(stack: LocalStack, livekit_server: LiveKitServer) -> AgentWorke
         livekit_server,
         TEST_AGENT_NAME,
         env={"AGENT_PROVIDER": "offline", "AGENT_IDLE_PROCESSES": "1", "AGENT_MAX_CALLS": "4"},
+    )
+
+
+# --- the client harness (issue 4) -------------------------------------------------------------
+
+HARNESS_LOAD_AGENT = "harness-load-agent"
+HARNESS_LOAD_CALLS = 10
+
+
+@pytest.fixture(scope="session")
+def harness_config_for(livekit_server: LiveKitServer) -> Callable[..., HarnessConfig]:
+    """The platform's connection fields for a token endpoint of this session, with the server's
+    API credentials for diagnosis; `fields` override (e.g. agent_join_timeout=3)."""
+
+    def build(server: TokenServer, **fields: object) -> HarnessConfig:
+        headers = json.dumps(dict(auth_headers(server))) if server.api_key else ""
+        base: dict[str, object] = {
+            "generate_token_endpoint": server.endpoint,
+            "livekit_url": livekit_server.url,
+            "generate_token_headers": headers,
+            "livekit_api_key": livekit_server.api_key,
+            "livekit_api_secret": livekit_server.api_secret,
+        }
+        return load_config(env={}, overrides={**base, **fields})
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def harness_load_agent(stack: LocalStack, livekit_server: LiveKitServer) -> AgentWorker:
+    """A second sample-agent worker sized for the 10-call test: one warm process per call,
+    because a worker with fewer idle processes than simultaneous dispatches loses jobs."""
+    return stack.start_agent(
+        livekit_server,
+        HARNESS_LOAD_AGENT,
+        env={
+            "AGENT_PROVIDER": "offline",
+            "AGENT_IDLE_PROCESSES": str(HARNESS_LOAD_CALLS),
+            "AGENT_MAX_CALLS": str(HARNESS_LOAD_CALLS + 2),
+        },
+        timeout=240.0,
     )
