@@ -30,6 +30,7 @@ import statistics
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,9 +117,10 @@ async def one_call(
     lkapi: api.LiveKitAPI,
     voices: list[np.ndarray],
     turns: int,
-    on_call: asyncio.Event | None = None,
-    hold: asyncio.Event | None = None,
+    after_greeting: Callable[[], Awaitable[None]] | None = None,
+    before_hang_up: Callable[[], Awaitable[None]] | None = None,
 ) -> CallResult:
+    """Dispatch the agent to a new room, hear its greeting, then `turns` question/answer turns."""
     room = f"bench-{uuid.uuid4()}"
     result = CallResult(room=room)
     metadata = json.dumps({"room_name": room, "agent_metadata": "", "custom": {}})
@@ -138,8 +140,8 @@ async def one_call(
         await caller.wait_for_agent(within=60)
         result.joined_after = time.monotonic() - started
         greeting = await caller.next_utterance(after=0.0, within=60)
-        if on_call is not None:
-            on_call.set()
+        if after_greeting is not None:
+            await after_greeting()
         last_end = greeting.ended_at or time.monotonic()
         for i in range(turns):
             await asyncio.sleep(max(0.0, last_end + GAP_AFTER_ANSWER - time.monotonic()))
@@ -152,11 +154,19 @@ async def one_call(
                 continue
             result.latencies.append(answer.started_at - speech_end)
             last_end = answer.ended_at or time.monotonic()
-        if hold is not None:
-            await hold.wait()
+        if before_hang_up is not None:
+            await before_hang_up()
     finally:
         await caller.leave()
     return result
+
+
+def cpu_seconds(procs: list[psutil.Process]) -> float:
+    total = 0.0
+    for p in procs:
+        t = p.cpu_times()
+        total += t.user + t.system
+    return total
 
 
 # -- the worker's own metrics --------------------------------------------------------------------
@@ -218,16 +228,26 @@ async def measure(
     lkapi = api.LiveKitAPI(livekit.http_url, livekit.api_key, livekit.api_secret)
     out: dict[str, Any] = {}
     try:
-        # memory in a call: hold one call open after its turns and look at its job process
-        on_call, hold = asyncio.Event(), asyncio.Event()
-        before = {p.pid for p in job_processes(worker)}
-        seq_task = asyncio.create_task(one_call(livekit, lkapi, voices, args.turns, on_call, hold))
-        await on_call.wait()
-        await asyncio.sleep(2.0)
-        in_call = [memory_mb(p.pid) for p in job_processes(worker) if p.pid in before]
-        out["memory_in_call_mb"] = in_call
-        hold.set()
-        seq = await seq_task
+        # memory and CPU of a call: the warm job process that takes it, read during the call
+        warm = job_processes(worker)
+        marks: list[tuple[float, float]] = []
+        quiet = 5.0
+
+        async def after_greeting() -> None:
+            marks.append((time.monotonic(), cpu_seconds(warm)))
+            await asyncio.sleep(quiet)  # listening to silence: the floor cost of a call
+            marks.append((time.monotonic(), cpu_seconds(warm)))
+            out["memory_in_call_mb"] = [memory_mb(p.pid) for p in warm]
+
+        async def before_hang_up() -> None:
+            marks.append((time.monotonic(), cpu_seconds(warm)))
+
+        seq = await one_call(livekit, lkapi, voices, args.turns, after_greeting, before_hang_up)
+        (t0, c0), (t1, c1), (t2, c2) = marks
+        out["cpu_cores_per_call"] = {
+            "listening_quietly": round((c1 - c0) / (t1 - t0), 3),
+            "in_conversation": round((c2 - c1) / (t2 - t1), 3),
+        }
         out["sequential"] = {
             "turns": len(seq.latencies),
             "errors": seq.errors,
@@ -238,7 +258,7 @@ async def measure(
         }
         await asyncio.sleep(3.0)
 
-        levels = []
+        levels: list[dict[str, Any]] = []
         for n in range(1, args.max_calls + 1):
             calls = await asyncio.gather(
                 *(
@@ -248,7 +268,7 @@ async def measure(
             )
             lat = [x for c in calls for x in c.latencies]
             errors = [e for c in calls for e in c.errors]
-            level = {
+            level: dict[str, Any] = {
                 "calls": n,
                 "latency": summary(lat),
                 "errors": errors,
@@ -355,6 +375,13 @@ def print_table(r: dict[str, Any]) -> None:
                 f"{m['rss']:.0f} / {m['pss']:.0f} MB",
             )
         )
+    cpu = r["cpu_cores_per_call"]
+    rows.append(
+        (
+            "CPU of a call: listening / in conversation",
+            f"{cpu['listening_quietly']:.2f} / {cpu['in_conversation']:.2f} cores",
+        )
+    )
     rows += [
         (f"turn latency, 1 call, {seq['turns']} turns: p50", f"{lat['p50']:.3f} s"),
         ("  p95 / max", f"{lat['p95']:.3f} / {lat['max']:.3f} s"),

@@ -33,9 +33,11 @@ from livekit.agents import (
     ConversationItemAddedEvent,
     JobContext,
     JobProcess,
-    MetricsCollectedEvent,
     TurnHandlingOptions,
     metrics,
+    room_io,
+    stt,
+    tts,
 )
 from livekit.plugins import silero
 
@@ -121,6 +123,7 @@ async def entrypoint(ctx: JobContext, settings: Settings) -> None:
         turn_handling=turn_handling(settings),
     )
     _log_turns(session)
+    _log_speech_metrics(pipeline.stt, pipeline.tts)
 
     @session.on("close")
     def _on_close(ev: CloseEvent) -> None:
@@ -128,12 +131,18 @@ async def entrypoint(ctx: JobContext, settings: Settings) -> None:
         logger.info("session closed", extra={"reason": ev.reason.value, "room": ctx.room.name})
         ctx.shutdown(reason=f"session closed: {ev.reason.value}")
 
-    await session.start(agent=SampleAgent(profile), room=ctx.room)
+    await session.start(
+        agent=SampleAgent(profile),
+        room=ctx.room,
+        room_options=room_io.RoomOptions(
+            text_output=room_io.TextOutputOptions(sync_transcription=settings.sync_transcription)
+        ),
+    )
     logger.info("call started", extra={"room": ctx.room.name, "variant": profile.variant})
 
 
 def _log_turns(session: AgentSession[Any]) -> None:
-    """One log line per conversation turn and per pipeline metric, for operators and bench/."""
+    """One log line per conversation turn, with the framework's per-turn latency metrics."""
 
     @session.on("conversation_item_added")
     def _on_item(ev: ConversationItemAddedEvent) -> None:
@@ -150,16 +159,20 @@ def _log_turns(session: AgentSession[Any]) -> None:
             },
         )
 
-    @session.on("metrics_collected")
-    def _on_metrics(ev: MetricsCollectedEvent) -> None:
-        m = ev.metrics
-        if isinstance(m, metrics.STTMetrics | metrics.TTSMetrics):
-            logger.info(
-                "pipeline metrics",
-                extra={
-                    "kind": m.type,
-                    "duration": round(m.duration, 4),
-                    "audio_duration": round(m.audio_duration, 4),
-                    "ttfb": round(getattr(m, "ttfb", -1.0), 4),
-                },
-            )
+
+def _log_speech_metrics(*plugins: stt.STT | tts.TTS) -> None:
+    """STT and TTS processing time against audio duration (their real-time factor), per request."""
+
+    def log(m: metrics.STTMetrics | metrics.TTSMetrics) -> None:
+        logger.info(
+            "pipeline metrics",
+            extra={
+                "kind": m.type,
+                "duration": round(m.duration, 4),
+                "audio_duration": round(m.audio_duration, 4),
+                "ttfb": round(getattr(m, "ttfb", -1.0), 4),
+            },
+        )
+
+    for plugin in plugins:
+        plugin.on("metrics_collected", log)

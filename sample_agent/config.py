@@ -55,6 +55,12 @@ class Settings:
     """AGENT_VAD_SILENCE_SECONDS: silence after which silero reports end of speech and the STT
     starts on the utterance. The session's endpointing delay counts from the last word too, so
     transcription runs inside the rest of the cut-off instead of after it."""
+    sync_transcription: bool = False
+    """AGENT_SYNC_TRANSCRIPTION: pace the `lk.transcription` text with the audio, word by word.
+
+    Off by default: the framework's synchroniser estimates speaking rate with a Python-loop STFT
+    on the job's event loop, which on 2 busy cores stalls the first audio frames of each answer
+    by 0.1-1 s. Off, each answer's full text is published as soon as it is generated."""
     stt_threads: int = 1
     tts_threads: int = 1
 
@@ -115,6 +121,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             silence,
             _float(env, "AGENT_VAD_SILENCE_SECONDS", defaults.vad_silence_seconds, 0.1, 5.0),
         ),
+        sync_transcription=env.get("AGENT_SYNC_TRANSCRIPTION", "0").strip().lower()
+        in ("1", "true", "yes", "on"),
         stt_threads=_int(env, "AGENT_STT_THREADS", defaults.stt_threads, minimum=1),
         tts_threads=_int(env, "AGENT_TTS_THREADS", defaults.tts_threads, minimum=1),
     )

@@ -121,7 +121,7 @@ async def test_dispatched_agent_greets_answers_a_spoken_question_and_leaves_with
         await caller.wait_for(
             lambda: expected_answer in caller.agent_transcripts(), 10.0, "the answer's transcript"
         )
-        assert caller.agent_transcripts()[0] == expected_greeting
+        assert expected_greeting in caller.agent_transcripts()
         assert agent.attributes.get("lk.agent.name") == TEST_AGENT_NAME
         assert agent.attributes.get("lk.agent.state") in ("listening", "thinking", "speaking")
     finally:
