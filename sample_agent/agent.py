@@ -7,7 +7,8 @@ Read top to bottom:
 2. `prewarm` runs once in every job process before it takes a call: it loads the VAD and the
    offline speech models, so a call starts talking without waiting for weights.
 3. `entrypoint` runs once per call: it reads the dispatch metadata into a `CallProfile`, builds
-   STT / LLM / TTS for the configured provider, and starts an `AgentSession` in the room.
+   STT / LLM / TTS for the configured provider, joins the room, waits for the caller and starts
+   an `AgentSession` with them.
 4. `SampleAgent` greets first; the session then answers every caller turn and publishes the
    transcript (`lk.transcription`) and its state (`lk.agent.state`) on its own.
 5. When the caller leaves, the session closes and the job ends, so the agent leaves the room.
@@ -19,6 +20,7 @@ this agent must run with no network beyond the LiveKit server.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -112,7 +114,7 @@ def turn_handling(settings: Settings) -> TurnHandlingOptions:
 
 
 async def entrypoint(ctx: JobContext, settings: Settings) -> None:
-    """One call: profile from metadata, pipeline from settings, session in the room."""
+    """One call: profile from metadata, pipeline from settings, session with the caller."""
     profile = profile_from_job_metadata(ctx.job.metadata)
     pipeline = build_pipeline(settings, profile, ctx.proc.userdata.get("models"))
     session: AgentSession[None] = AgentSession(
@@ -131,14 +133,28 @@ async def entrypoint(ctx: JobContext, settings: Settings) -> None:
         logger.info("session closed", extra={"reason": ev.reason.value, "room": ctx.room.name})
         ctx.shutdown(reason=f"session closed: {ev.reason.value}")
 
+    # join now (the platform waits for the agent to appear), greet once the caller is here:
+    # a greeting spoken into an empty room, or its transcript, would be lost
+    await ctx.connect()
+    try:
+        caller = await asyncio.wait_for(ctx.wait_for_participant(), settings.caller_timeout_seconds)
+    except TimeoutError:
+        logger.warning("nobody joined; leaving", extra={"room": ctx.room.name})
+        ctx.shutdown(reason="no caller")
+        return
+
     await session.start(
         agent=SampleAgent(profile),
         room=ctx.room,
         room_options=room_io.RoomOptions(
-            text_output=room_io.TextOutputOptions(sync_transcription=settings.sync_transcription)
+            participant_identity=caller.identity,
+            text_output=room_io.TextOutputOptions(sync_transcription=settings.sync_transcription),
         ),
     )
-    logger.info("call started", extra={"room": ctx.room.name, "variant": profile.variant})
+    logger.info(
+        "call started",
+        extra={"room": ctx.room.name, "caller": caller.identity, "variant": profile.variant},
+    )
 
 
 def _log_turns(session: AgentSession[Any]) -> None:

@@ -61,6 +61,8 @@ class Settings:
     Off by default: the framework's synchroniser estimates speaking rate with a Python-loop STFT
     on the job's event loop, which on 2 busy cores stalls the first audio frames of each answer
     by 0.1-1 s. Off, each answer's full text is published as soon as it is generated."""
+    caller_timeout_seconds: float = 120.0
+    """AGENT_CALLER_TIMEOUT: how long a dispatched agent waits for someone to join its room."""
     stt_threads: int = 1
     tts_threads: int = 1
 
@@ -123,6 +125,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         sync_transcription=env.get("AGENT_SYNC_TRANSCRIPTION", "0").strip().lower()
         in ("1", "true", "yes", "on"),
+        caller_timeout_seconds=_float(env, "AGENT_CALLER_TIMEOUT", 120.0, 1.0, 86_400.0),
         stt_threads=_int(env, "AGENT_STT_THREADS", defaults.stt_threads, minimum=1),
         tts_threads=_int(env, "AGENT_TTS_THREADS", defaults.tts_threads, minimum=1),
     )
