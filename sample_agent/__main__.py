@@ -1,7 +1,7 @@
 """`sample-agent start|dev` (or `python -m sample_agent ...`): run the worker.
 
-`start` is production mode (JSON logs, warm job processes, drains calls on SIGTERM); `dev` is the
-framework's development mode (colored debug logs, no load limit, exits without draining). Both
+`start` is production mode (JSON logs, drains calls in progress on SIGTERM); `dev` is the
+framework's development mode (colored debug logs, exits without draining). Both
 register with the LiveKit server named by LIVEKIT_URL / LIVEKIT_API_KEY / LIVEKIT_API_SECRET.
 
 The framework on its own logs "worker failed" and exits 0 when those are missing or the server
@@ -25,8 +25,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (
-        ("start", "production mode: JSON logs, warm processes, drain on SIGTERM"),
-        ("dev", "development mode: colored debug logs, no load limit"),
+        ("start", "production mode: JSON logs, drains calls in progress on SIGTERM"),
+        ("dev", "development mode: colored debug logs, stops without draining calls"),
     ):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--log-level", default=None, help="TRACE, DEBUG, INFO, WARN, ERROR")
