@@ -110,6 +110,9 @@ def turn_handling(settings: Settings) -> TurnHandlingOptions:
         "turn_detection": "vad",
         "endpointing": {"mode": "fixed", "min_delay": settings.silence_seconds},
         "interruption": {"mode": "vad"},
+        # the transcript is usually ready before the cut-off ends: start the reply's LLM and
+        # TTS then, so the first audio is waiting when the turn is confirmed
+        "preemptive_generation": {"enabled": True, "preemptive_tts": True},
     }
 
 

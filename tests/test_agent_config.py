@@ -1,4 +1,4 @@
-"""The sample agent's pure logic: settings, metadata parsing, provider selection, the CLI's checks."""
+"""The sample agent's pure logic: settings, metadata, provider selection, the CLI's checks."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 from livekit.agents import llm, stt, tts
@@ -162,7 +163,7 @@ async def test_openai_provider_swaps_all_three_plugins() -> None:
     from livekit.plugins import openai
 
     settings = load_settings(
-        {"AGENT_PROVIDER": "openai", "OPENAI_API_KEY": "sk-test-not-used", "OPENAI_TTS_VOICE": "ash"}
+        {"AGENT_PROVIDER": "openai", "OPENAI_API_KEY": "sk-not-used", "OPENAI_TTS_VOICE": "ash"}
     )
     pipeline = build_pipeline(settings, profile_from_job_metadata(""), None)
     assert isinstance(pipeline.stt, openai.STT) and isinstance(pipeline.stt, stt.STT)
@@ -173,3 +174,17 @@ async def test_openai_provider_swaps_all_three_plugins() -> None:
     await pipeline.llm.aclose()
     await pipeline.stt.aclose()
     await pipeline.tts.aclose()
+
+
+def test_worker_load_counts_calls_not_machine_cpu() -> None:
+    from types import SimpleNamespace
+
+    from sample_agent.agent import call_load
+
+    def server(jobs: int) -> Any:
+        return SimpleNamespace(active_jobs=[object()] * jobs)
+
+    assert call_load(server(0), max_calls=3) == 0.0
+    assert call_load(server(2), max_calls=3) == pytest.approx(2 / 3)
+    assert call_load(server(3), max_calls=3) == 1.0  # full: the worker stops taking jobs
+    assert call_load(server(5), max_calls=3) == 1.0
