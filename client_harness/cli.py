@@ -21,7 +21,11 @@ from client_harness.report import (
     write_json,
     write_junit,
 )
-from client_harness.runner import PLATFORM_MAX_CONCURRENCY, run_many
+from client_harness.runner import (
+    DEFAULT_CONNECT_PARALLELISM,
+    PLATFORM_MAX_CONCURRENCY,
+    run_many,
+)
 from client_harness.scenario import ScenarioError, load_scenario
 from client_harness.simulation import MODES, RunOptions
 
@@ -84,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=None, help="report directory (default runs/<time>)"
     )
     run.add_argument("--connect-timeout", type=float, default=10.0)
+    run.add_argument(
+        "--connect-parallelism",
+        type=int,
+        default=DEFAULT_CONNECT_PARALLELISM,
+        help="simulations joining at the same moment (each is timed from its own start)",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress line or transcript")
 
     check = sub.add_parser("check", help="test the connection step by step")
@@ -124,6 +134,7 @@ async def _run(args: argparse.Namespace, config: HarnessConfig) -> int:
         count=args.count,
         concurrency=args.concurrency,
         progress=None if args.quiet else _progress,
+        connect_parallelism=args.connect_parallelism,
     )
     summary = summarize(run.results)
     meta: dict[str, Any] = {

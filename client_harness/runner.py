@@ -19,6 +19,9 @@ from client_harness.scenario import Scenario
 from client_harness.simulation import RunOptions, run_simulation
 
 PLATFORM_MAX_CONCURRENCY = 50
+# Simultaneous WebRTC joins from one process: beyond ~10 at once on a 2-core machine the joins
+# starve each other (peer-connection timeouts), and the harness, not the deployment, would fail.
+DEFAULT_CONNECT_PARALLELISM = 10
 
 Progress = Callable[[int, int, int, float], None]  # done, total, failed, elapsed
 
@@ -45,11 +48,13 @@ async def run_many(
     concurrency: int,
     speech: Speech | None = None,
     progress: Progress | None = None,
+    connect_parallelism: int = DEFAULT_CONNECT_PARALLELISM,
 ) -> RunResult:
     speech = speech or Speech(transcribe=options.mode == "voice" and options.transcribe)
     if options.mode == "voice":
         await asyncio.to_thread(speech.warm_up, [t.say for t in scenario.turns])
     semaphore = asyncio.Semaphore(max(1, concurrency))
+    connect_slots = asyncio.Semaphore(max(1, connect_parallelism))
     results: list[SimulationResult | None] = [None] * count
     done = failed = 0
     started, cpu_started = time.monotonic(), time.process_time()
@@ -63,7 +68,9 @@ async def run_many(
             nonlocal done, failed
             async with semaphore:
                 try:
-                    result = await run_simulation(config, scenario, options, speech, client, index)
+                    result = await run_simulation(
+                        config, scenario, options, speech, client, index, connect_slots
+                    )
                 except Exception as exc:  # a harness bug must not hide the other results
                     result = SimulationResult(index, "", options.mode, scenario.name)
                     result.fail(STEP_CONVERSATION, f"harness error: {type(exc).__name__}: {exc}")

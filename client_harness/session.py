@@ -116,12 +116,14 @@ class CallRoom:
     # ---- connection --------------------------------------------------------------------------
 
     async def connect(self, url: str, token: str, within: float) -> None:
-        """Join over WebSocket + WebRTC; raises rtc.ConnectError or TimeoutError."""
+        """Join over WebSocket + WebRTC; raises rtc.ConnectError."""
         # Always subscribe, even in text mode where the audio is not decoded here: livekit-agents
         # holds its speech (and the transcript synced to it) until its track has a subscriber.
         options = rtc.RoomOptions(auto_subscribe=True, connect_timeout=within)
-        async with asyncio.timeout(within * 2):
-            await self.room.connect(url, token, options)
+        # No asyncio timeout around connect(): cancelling it after the native side has connected
+        # leaves the FFI waiting for a ready signal that never comes, and it aborts the process.
+        # `within` bounds each signalling attempt instead (the SDK makes up to three).
+        await self.room.connect(url, token, options)
         self.connected_at = self.clock.now()
         for participant in self.room.remote_participants.values():
             self._on_participant_connected(participant)

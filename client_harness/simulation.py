@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -132,6 +133,35 @@ async def run_simulation(
     speech: Speech,
     client: httpx.AsyncClient,
     index: int = 0,
+    connect_slots: asyncio.Semaphore | None = None,
+) -> SimulationResult:
+    """One simulation. `connect_slots` bounds how many simulations are between their token
+    request and a completed join at once; the clock starts once a slot is held."""
+    if connect_slots is None:
+        return await _simulate(config, scenario, options, speech, client, index, lambda: None)
+    await connect_slots.acquire()
+    held = True
+
+    def release() -> None:
+        nonlocal held
+        if held:
+            held = False
+            connect_slots.release()
+
+    try:
+        return await _simulate(config, scenario, options, speech, client, index, release)
+    finally:
+        release()
+
+
+async def _simulate(
+    config: HarnessConfig,
+    scenario: Scenario,
+    options: RunOptions,
+    speech: Speech,
+    client: httpx.AsyncClient,
+    index: int,
+    on_joined: Callable[[], None],
 ) -> SimulationResult:
     clock = Clock()
     room_name = new_room_name()
@@ -171,6 +201,7 @@ async def run_simulation(
             return result
         connected = clock.now()
         result.connect_s = connected - connect_start
+        on_joined()
 
         try:
             agent = await room.wait_for_agent(config.agent_join_timeout)

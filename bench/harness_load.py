@@ -1,0 +1,290 @@
+"""Client-harness load benchmark against the real local stack (not a test: prints and writes JSON).
+
+For each concurrency level (default 1, 10, 50 — 50 is the platform's maximum) it starts a fresh
+sample-agent worker sized for the level, runs that many simulations at once through the harness,
+and reports: success rate, p50/p95 of token request → agent joined, p50/p95 of the first response
+latency, and CPU seconds (harness + livekit-server + token server + agent worker, every process)
+per simulated minute.
+
+Modes (the load-heavy parts run lighter, as the issue allows):
+- level 1: `voice` — the full spoken booking call: caller TTS, agent STT+TTS, harness VAD + STT.
+- levels >1: `text` — caller turns on lk.chat, replies read from lk.transcription. The agent still
+  synthesises and publishes its speech; it skips speech recognition, and the harness decodes no
+  audio. Speech recognition for 50 callers on 2 cores is not what this measures.
+The worker keeps one warm (prewarmed) job process per simulated call when memory allows:
+livekit-agents runs each call in its own process (~250 MB PSS with the offline models), refills
+its idle pool as calls take processes (so a burst of N calls briefly needs ~2N processes), and a
+worker with fewer idle processes than simultaneous dispatches loses jobs in a burst. The idle
+pool is capped so the agent stays within --agent-memory-share of the memory available (the
+machine is shared); the table says when the cap bit.
+
+    uv run python bench/harness_load.py                 # 1, 10, 50
+    uv run python bench/harness_load.py --levels 1 10   # a subset
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from client_harness.config import load_config
+from client_harness.local_stack import AgentWorker, LocalStack
+from client_harness.report import percentile
+from client_harness.runner import run_many
+from client_harness.scenario import load_scenario, scenario_from_dict
+from client_harness.simulation import RunOptions
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+AGENT_NAME = "bench-harness-agent"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PSS_PER_IDLE_PROCESS_MB = 260  # measured ~200 MB; with margin, used to refuse levels that won't fit
+
+TEXT_SCENARIO = scenario_from_dict(
+    {
+        "name": "booking-text",
+        "greeting_wait_seconds": 60,
+        "response_timeout_seconds": 60,
+        "max_duration_seconds": 240,
+        "turns": [
+            {"say": "Hi, I would like to book a table for four people on Friday at seven."},
+            {"say": "Great, thank you. Goodbye."},
+        ],
+    }
+)
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """utime+stime (+ reaped children) of every process in a process group."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields[2] is pgrp (field 5 of stat)
+            total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    return total / CLK_TCK
+
+
+def group_pss_mb(pgid: int) -> float:
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) != pgid:
+                continue
+            for line in Path(f"/proc/{entry}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+def mem_available_mb() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def idle_processes_for(level: int, share: float) -> int:
+    """Warm processes for `level` calls within `share` of available memory (x2: the refill)."""
+    budget = mem_available_mb() * share
+    return max(1, min(level, int(budget // (2 * PSS_PER_IDLE_PROCESS_MB))))
+
+
+def start_worker(stack: LocalStack, livekit: Any, calls: int, idle: int) -> AgentWorker:
+    worker = stack.start_agent(
+        livekit,
+        AGENT_NAME,
+        env={
+            "AGENT_PROVIDER": "offline",
+            "AGENT_IDLE_PROCESSES": str(idle),
+            "AGENT_MAX_CALLS": str(calls + 2),
+        },
+        timeout=600.0,
+    )
+    # Registered is not ready: wait until every warm process has loaded its models.
+    worker.process.wait_until(
+        lambda: worker.process.log_text().count("process prewarmed") >= idle,
+        600.0,
+        f"prewarming {idle} processes",
+    )
+    return worker
+
+
+def stats(values: list[float]) -> dict[str, float | None]:
+    return {"n": len(values), "p50": percentile(values, 50), "p95": percentile(values, 95)}
+
+
+async def run_level(
+    stack: LocalStack,
+    livekit: Any,
+    token_server: Any,
+    level: int,
+    voice_scenario: Any,
+    memory_share: float,
+) -> dict[str, Any]:
+    mode = "voice" if level == 1 else "text"
+    idle = idle_processes_for(level, memory_share)
+    started = time.monotonic()
+    worker = await asyncio.to_thread(start_worker, stack, livekit, level, idle)
+    worker_start_s = time.monotonic() - started
+    idle_pss = group_pss_mb(worker.process.pid)
+    config = load_config(
+        env={},
+        overrides={
+            "generate_token_endpoint": token_server.endpoint,
+            "livekit_url": livekit.url,
+            "livekit_agent_name": AGENT_NAME,
+            "agent_join_timeout": 60,
+            "request_timeout": 30,
+            "livekit_api_key": livekit.api_key,
+            "livekit_api_secret": livekit.api_secret,
+        },
+    )
+    groups = [livekit.process.pid, token_server.process.pid, worker.process.pid]
+    cpu0 = sum(group_cpu_seconds(g) for g in groups)
+    run = await run_many(
+        config,
+        voice_scenario if mode == "voice" else TEXT_SCENARIO,
+        RunOptions(mode=mode, record_dir=None),
+        count=level,
+        concurrency=level,
+    )
+    stack_cpu = sum(group_cpu_seconds(g) for g in groups) - cpu0
+    peak_pss = group_pss_mb(worker.process.pid)
+    stack.stop(worker.process)
+    results = run.results
+    simulated_min = sum(r.duration_s or 0.0 for r in results) / 60.0
+    failures = [
+        {"index": r.index, "step": r.failed_step, "error": r.error, "diagnosis": r.diagnosis}
+        for r in results
+        if not r.ok
+    ]
+    return {
+        "concurrency": level,
+        "mode": mode,
+        "agent_idle_processes": idle,
+        "success_rate": sum(r.ok for r in results) / len(results),
+        "agent_join_from_token_request_s": stats(
+            [
+                r.agent_join_from_token_request_s
+                for r in results
+                if r.agent_join_from_token_request_s is not None
+            ]
+        ),
+        "agent_join_from_connect_s": stats(
+            [
+                r.agent_join_from_connect_s
+                for r in results
+                if r.agent_join_from_connect_s is not None
+            ]
+        ),
+        "connect_s": stats([r.connect_s for r in results if r.connect_s is not None]),
+        "token_request_s": stats(
+            [r.token_request_s for r in results if r.token_request_s is not None]
+        ),
+        "first_response_latency_s": stats(
+            [r.first_response_latency_s for r in results if r.first_response_latency_s is not None]
+        ),
+        "harness_cpu_s": run.cpu_s,
+        "stack_cpu_s": stack_cpu,
+        "simulated_minutes": simulated_min,
+        "cpu_s_per_simulated_minute": (run.cpu_s + stack_cpu) / simulated_min
+        if simulated_min
+        else None,
+        "harness_cpu_s_per_simulated_minute": run.cpu_s / simulated_min if simulated_min else None,
+        "wall_s": run.wall_s,
+        "worker_start_s": worker_start_s,
+        "agent_pss_idle_mb": idle_pss,
+        "agent_pss_after_mb": peak_pss,
+        "failures_by_step": dict(Counter(f["step"] for f in failures)),
+        "failures_by_reason": dict(
+            Counter(f"{f['step']}: {(f['error'] or '')[:60]}" for f in failures).most_common(8)
+        ),
+        "failures": failures[:10],
+    }
+
+
+def fmt(value: float | None, unit: str = "") -> str:
+    return "-" if value is None else f"{value:.2f}{unit}"
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    head = (
+        f"{'conc':>4} {'idle':>4} {'mode':>5} {'success':>8} {'join p50':>9} {'join p95':>9} "
+        f"{'1st resp p50':>12} {'1st resp p95':>12} {'CPU s/sim-min':>13} {'harness':>8} "
+        f"{'wall s':>7}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        if "skipped" in r:
+            lines.append(f"{r['concurrency']:>4} skipped: {r['skipped']}")
+            continue
+        join, first = r["agent_join_from_token_request_s"], r["first_response_latency_s"]
+        lines.append(
+            f"{r['concurrency']:>4} {r['agent_idle_processes']:>4} {r['mode']:>5} "
+            f"{r['success_rate']:>8.0%} {fmt(join['p50']):>9} "
+            f"{fmt(join['p95']):>9} {fmt(first['p50']):>12} {fmt(first['p95']):>12} "
+            f"{fmt(r['cpu_s_per_simulated_minute']):>13} "
+            f"{fmt(r['harness_cpu_s_per_simulated_minute']):>8} "
+            f"{r['wall_s']:>7.1f}"
+        )
+    for r in rows:
+        if r.get("failures_by_reason"):
+            lines.append(f"  {r['concurrency']}: failures {r['failures_by_reason']}")
+    lines.append(
+        "join = token request sent → agent joined (s); 1st resp = caller's first turn → "
+        "agent's first audio (voice) / first transcript text (text)"
+    )
+    return "\n".join(lines)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 10, 50])
+    parser.add_argument(
+        "--agent-memory-share",
+        type=float,
+        default=0.45,
+        help="largest share of available memory the agent's warm processes may take",
+    )
+    args = parser.parse_args()
+    voice_scenario = load_scenario(ROOT / "client_harness" / "scenarios" / "booking.yaml")
+    rows = []
+    with LocalStack() as stack:
+        livekit = stack.start_livekit()
+        token_server = stack.start_token_server(
+            livekit, env={"AGENT_NAME": AGENT_NAME, "DISPATCH_MODE": "api"}
+        )
+        for level in args.levels:
+            row = await run_level(
+                stack, livekit, token_server, level, voice_scenario, args.agent_memory_share
+            )
+            rows.append(row)
+            print(table([row]).splitlines()[2], flush=True)
+    print()
+    print(table(rows))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"harness_load-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps({"levels": rows, "machine": {"cpus": os.cpu_count()}}, indent=2))
+    print(f"\nwritten: {out}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
