@@ -28,22 +28,29 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from client_harness.config import load_config
 from client_harness.local_stack import AgentWorker, LocalStack
+from client_harness.recorder import Recorder
 from client_harness.report import percentile
-from client_harness.runner import run_many
+from client_harness.runner import DEFAULT_CONNECT_PARALLELISM, run_many
 from client_harness.scenario import load_scenario, scenario_from_dict
+from client_harness.session import CallRoom, Clock
 from client_harness.simulation import RunOptions
+from client_harness.token_request import new_room_name, request_token
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 AGENT_NAME = "bench-harness-agent"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 PSS_PER_IDLE_PROCESS_MB = 260  # measured ~200 MB; with margin, used to refuse levels that won't fit
 
 TEXT_SCENARIO = scenario_from_dict(
@@ -213,9 +220,61 @@ async def run_level(
         "agent_pss_after_mb": peak_pss,
         "failures_by_step": dict(Counter(f["step"] for f in failures)),
         "failures_by_reason": dict(
-            Counter(f"{f['step']}: {(f['error'] or '')[:60]}" for f in failures).most_common(8)
+            Counter(
+                f"{f['step']}: {UUID.sub('<room>', f['error'] or '')[:70]}" for f in failures
+            ).most_common(8)
         ),
         "failures": failures[:10],
+    }
+
+
+async def join_capacity(livekit: Any, token_server: Any, level: int) -> dict[str, Any]:
+    """The platform's side alone at `level`: token request + WebRTC join for every simulation at
+    once, no agent (DISPATCH_MODE=none endpoint), so the figures are the harness's and the
+    server's, not the agent worker's."""
+    config = load_config(
+        env={},
+        overrides={
+            "generate_token_endpoint": token_server.endpoint,
+            "livekit_url": livekit.url,
+            "request_timeout": 30,
+        },
+    )
+    slots = asyncio.Semaphore(DEFAULT_CONNECT_PARALLELISM)
+    token_s: list[float] = []
+    connect_s: list[float] = []
+    errors: list[str] = []
+    rooms: list[CallRoom] = []
+    cpu0 = time.process_time()
+    started = time.monotonic()
+
+    async def one(client: httpx.AsyncClient) -> None:
+        async with slots:
+            clock = Clock()
+            try:
+                token = await request_token(client, config, new_room_name())
+                token_s.append(token.seconds)
+                room = CallRoom(clock, Recorder(), listen_audio=False)
+                rooms.append(room)
+                t = clock.now()
+                await room.connect(token.response.server_url, token.response.token, 10.0)
+                connect_s.append(clock.now() - t)
+            except Exception as exc:
+                errors.append(f"{type(exc).__name__}: {exc}"[:100])
+
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=level + 4)) as client:
+        await asyncio.gather(*(one(client) for _ in range(level)))
+    wall = time.monotonic() - started
+    for room in rooms:
+        await room.close()
+    return {
+        "concurrency": level,
+        "joined": len(connect_s),
+        "token_request_s": stats(token_s),
+        "connect_s": stats(connect_s),
+        "wall_s": wall,
+        "harness_cpu_s": time.process_time() - cpu0,
+        "errors": errors[:5],
     }
 
 
@@ -257,7 +316,14 @@ async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--levels", type=int, nargs="+", default=[1, 10, 50])
+    parser.add_argument("--levels", type=int, nargs="*", default=[1, 10, 50])
+    parser.add_argument(
+        "--join-levels",
+        type=int,
+        nargs="*",
+        default=[50],
+        help="also measure the platform side alone (token + join, no agent) at these levels",
+    )
     parser.add_argument(
         "--agent-memory-share",
         type=float,
@@ -272,17 +338,34 @@ async def main() -> None:
         token_server = stack.start_token_server(
             livekit, env={"AGENT_NAME": AGENT_NAME, "DISPATCH_MODE": "api"}
         )
+        join_server = stack.start_token_server(livekit, env={"DISPATCH_MODE": "none"})
         for level in args.levels:
             row = await run_level(
                 stack, livekit, token_server, level, voice_scenario, args.agent_memory_share
             )
             rows.append(row)
             print(table([row]).splitlines()[2], flush=True)
+        joins = []
+        for level in args.join_levels:
+            joins.append(await join_capacity(livekit, join_server, level))
+            j = joins[-1]
+            tok, conn = j["token_request_s"], j["connect_s"]
+            print(
+                f"join capacity at {level}: {j['joined']}/{level} joined in {j['wall_s']:.1f} s, "
+                f"token p50/p95 {fmt(tok['p50'])}/{fmt(tok['p95'])} s, "
+                f"connect p50/p95 {fmt(conn['p50'])}/{fmt(conn['p95'])} s, "
+                f"harness CPU {j['harness_cpu_s']:.1f} s",
+                flush=True,
+            )
     print()
     print(table(rows))
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"harness_load-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps({"levels": rows, "machine": {"cpus": os.cpu_count()}}, indent=2))
+    out.write_text(
+        json.dumps(
+            {"levels": rows, "join_capacity": joins, "machine": {"cpus": os.cpu_count()}}, indent=2
+        )
+    )
     print(f"\nwritten: {out}")
 
 
