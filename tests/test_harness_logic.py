@@ -197,3 +197,12 @@ def test_reports(tmp_path: Path) -> None:
     failure = suite.findall("testcase")[1].find("failure")
     assert failure is not None and "[agent_join]" in failure.get("message", "")
     assert "dispatch it" in (failure.text or "")
+
+
+def test_the_shipped_local_config_loads() -> None:
+    from client_harness.config import load_config
+
+    path = Path(__file__).resolve().parent.parent / "client_harness" / "configs" / "local.yaml"
+    config = load_config(path, env={})
+    assert config.generate_token_endpoint.startswith("http://127.0.0.1")
+    assert config.livekit_agent_name and config.payload["agent_variant"] == "booking"
