@@ -324,6 +324,7 @@ def main() -> int:
         },
         "agent_env": agent_env,
     }
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     with LocalStack() as stack:
         livekit = stack.start_livekit()
         started = time.monotonic()
@@ -340,12 +341,16 @@ def main() -> int:
             "idle_job_processes": [memory_mb(p.pid) for p in job_processes(worker)],
         }
         print(f"worker registered in {registered:.1f}s; measuring…", flush=True)
-        results.update(asyncio.run(measure(livekit, worker, args)))
+        try:
+            results.update(asyncio.run(measure(livekit, worker, args)))
+        finally:
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            worker_log = RESULTS / f"agent_latency-{stamp}-worker.log"
+            worker_log.write_text(worker.process.log_text())
         results["machine"]["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+        results["worker_log"] = str(worker_log.relative_to(REPO))
 
     print_table(results)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     path = RESULTS / f"agent_latency-{stamp}.json"
     path.write_text(json.dumps(results, indent=2))
     print(f"\nwrote {path.relative_to(REPO)}")

@@ -151,6 +151,9 @@ async def entrypoint(ctx: JobContext, settings: Settings) -> None:
         room=ctx.room,
         room_options=room_io.RoomOptions(
             participant_identity=caller.identity,
+            # the framework's default input gain control runs on the job's event loop for every
+            # frame; a phone-like caller (or a simulator's TTS) needs none
+            audio_input=room_io.AudioInputOptions(auto_gain_control=False),
             text_output=room_io.TextOutputOptions(sync_transcription=settings.sync_transcription),
         ),
     )
