@@ -128,11 +128,19 @@ def diagnose_agent_join(obs: JoinObservation) -> list[Cause]:
                     "room before the caller joins",
                 )
             )
+        evidence = (
+            f"a dispatch was reported but no participant joined in {obs.waited_seconds:.0f} s"
+        )
+        if obs.response_dispatch_id and obs.listed_dispatches is not None:
+            evidence += (
+                f"; the server no longer lists dispatch {obs.response_dispatch_id} "
+                "(dropped, or its job failed)"
+            )
         causes.append(
             Cause(
                 "agent_not_running",
                 "Agent not running or not connected to LiveKit",
-                f"a dispatch was reported but no participant joined in {obs.waited_seconds:.0f} s",
+                evidence,
                 "check the agent's logs for connection errors and that it uses the same LiveKit "
                 "server and API key as the token endpoint",
             )

@@ -106,7 +106,10 @@ class SimulationResult:
     warnings: list[str] = field(default_factory=list)
 
     @property
-    def agent_talk_s(self) -> float:
+    def agent_talk_s(self) -> float | None:
+        """Seconds of agent speech (voice mode; text segments carry no speaking time)."""
+        if self.mode != "voice":
+            return None
         return sum(u.duration for u in self.agent_utterances)
 
     @property

@@ -147,18 +147,20 @@ class CallRoom:
         return self.agent_state() in ("thinking", "speaking")
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
+        """Leave the room first, so the native side ends every stream itself, then reap."""
+        with contextlib.suppress(Exception):
+            await self.room.disconnect()
         for stream in self._streams:
             with contextlib.suppress(Exception):
                 await stream.aclose()
         if self._source is not None:
             with contextlib.suppress(Exception):
                 await self._source.aclose()
-        with contextlib.suppress(Exception):
-            await self.room.disconnect()
         if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            _, pending = await asyncio.wait(list(self._tasks), timeout=2.0)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
     # ---- waiting -----------------------------------------------------------------------------
 

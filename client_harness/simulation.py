@@ -283,12 +283,13 @@ async def _converse(
         conversation.finish_text()
     end = clock.now()
     result.overlaps = overlaps(result.caller_utterances, result.agent_utterances)
-    result.long_silences = silences(
-        result.caller_utterances + result.agent_utterances,
-        room.agent_joined_at or 0.0,
-        end,
-        scenario.long_silence_seconds,
-    )
+    if options.mode == "voice":  # text segments and chat messages have no speaking time
+        result.long_silences = silences(
+            result.caller_utterances + result.agent_utterances,
+            room.agent_joined_at or 0.0,
+            end,
+            scenario.long_silence_seconds,
+        )
     if room.first_audio_at is not None and room.connected_at is not None:
         result.first_agent_audio_s = room.first_audio_at - room.connected_at
     if result.failed_step:
