@@ -23,7 +23,7 @@ unit: install
 	$(UV) run pytest -m "not integration and not e2e"
 
 demo: install
-	$(UV) run python -m client_harness.demo $(ARGS)
+	$(UV) run client-harness demo $(ARGS)
 
 bench: install
 	$(UV) run python bench/token_endpoint.py

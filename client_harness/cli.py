@@ -96,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--quiet", action="store_true", help="no progress line or transcript")
 
+    sub.add_parser("demo", help="start the local stack and run one call (see demo --help)")
     check = sub.add_parser("check", help="test the connection step by step")
     _add_config_flags(check)
     check.add_argument("--audio-wait", type=float, default=15.0)
@@ -178,6 +179,12 @@ async def _check(args: argparse.Namespace, config: HarnessConfig) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["demo"]:
+        # The local stack plus one `run`; it has its own flags (client-harness demo --help).
+        from client_harness import demo
+
+        return demo.main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,

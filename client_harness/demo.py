@@ -1,4 +1,4 @@
-"""`make demo` / `client-harness demo`: the whole flow on this machine with one command.
+"""`make demo` = `client-harness demo`: the whole flow on this machine with one command.
 
 Starts livekit-server, the token endpoint and the sample agent on free loopback ports, runs one
 spoken simulation exactly as `client-harness run` does, and stops everything it started — on
@@ -11,7 +11,6 @@ import argparse
 import json
 import secrets
 import signal
-import sys
 import time
 from pathlib import Path
 from types import FrameType
@@ -157,7 +156,3 @@ def main(argv: list[str] | None = None) -> int:
         stack.close()
         _say("demo: stopped every process it started")
     return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,6 +8,7 @@ process group and stopped on exit, including on Ctrl-C or a failed start.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import re
 import secrets
@@ -66,6 +67,21 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return int(s.getsockname()[1])
 
 
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): SIGTERM it when the process that started it dies.
+
+    The children run in their own sessions so Ctrl-C reaches only us and we stop them in order;
+    this covers the case where we cannot — a SIGKILL, or the native LiveKit SDK aborting us."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the ordinary stop path still applies
+        pass
+
+
+_PR_SET_PDEATHSIG = 1
+
+
 class ChildProcess:
     """One child in its own process group, its output in a log file we can show when it fails."""
 
@@ -82,6 +98,7 @@ class ChildProcess:
             stderr=subprocess.STDOUT,
             start_new_session=True,
             cwd=REPO_ROOT,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
 
     @property

@@ -41,7 +41,7 @@ def _port_free(port: int) -> bool:
 
 def test_ctrl_c_stops_the_whole_stack(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "client_harness.demo", "--no-call", "--out", str(tmp_path)],
+        [sys.executable, "-m", "client_harness", "demo", "--no-call", "--out", str(tmp_path)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -74,7 +74,7 @@ def test_ctrl_c_stops_the_whole_stack(tmp_path: Path) -> None:
 def test_a_failed_step_stops_what_already_started(tmp_path: Path) -> None:
     # livekit-server and the token endpoint start; then the agent refuses its settings.
     proc = subprocess.run(
-        [sys.executable, "-m", "client_harness.demo", "--out", str(tmp_path)],
+        [sys.executable, "-m", "client_harness", "demo", "--out", str(tmp_path)],
         env={**os.environ, "AGENT_PROVIDER": "nonsense"},
         capture_output=True,
         text=True,
