@@ -108,6 +108,8 @@ def wait_idle_processes(worker: AgentWorker, count: int, within: float) -> float
 class CallResult:
     room: str
     latencies: list[float] = field(default_factory=list)
+    turn_times: list[tuple[float, float]] = field(default_factory=list)
+    """(caller speech end, agent answer onset) per turn, wall-clock seconds."""
     joined_after: float = float("nan")
     errors: list[str] = field(default_factory=list)
 
@@ -153,6 +155,8 @@ async def one_call(
                 last_end = time.monotonic()
                 continue
             result.latencies.append(answer.started_at - speech_end)
+            to_wall = time.time() - time.monotonic()
+            result.turn_times.append((speech_end + to_wall, answer.started_at + to_wall))
             last_end = answer.ended_at or time.monotonic()
         if before_hang_up is not None:
             await before_hang_up()
@@ -217,6 +221,33 @@ def framework_split(worker: AgentWorker, rooms: set[str]) -> dict[str, Any]:
     }
 
 
+def transport_split(worker: AgentWorker, call: CallResult) -> dict[str, Any]:
+    """Where the caller-side latency goes beyond the framework's own e2e_latency: the caller's
+    audio reaching the agent's VAD (uplink) and the agent's first frame reaching the caller
+    (downlink), matched turn by turn on the wall clock (one machine, one clock)."""
+    stops, starts = [], []
+    for line in worker.process.log_text().splitlines():
+        if not line.startswith("{"):
+            continue
+        rec = json.loads(line)
+        if rec.get("room") != call.room or rec.get("message") != "turn":
+            continue
+        m = rec.get("turn_metrics") or {}
+        if rec.get("role") == "user" and "stopped_speaking_at" in m:
+            stops.append(m["stopped_speaking_at"])
+        elif rec.get("role") == "assistant" and "started_speaking_at" in m:
+            starts.append(m["started_speaking_at"])
+    uplink, downlink = [], []
+    for speech_end, onset in call.turn_times:
+        stop = min(stops, key=lambda t: abs(t - speech_end), default=None)
+        start = min(starts, key=lambda t: abs(t - onset), default=None)
+        if stop is not None and abs(stop - speech_end) < 1.0:
+            uplink.append(stop - speech_end)
+        if start is not None and abs(start - onset) < 1.0:
+            downlink.append(onset - start)
+    return {"uplink": summary(uplink), "downlink": summary(downlink)}
+
+
 # -- the run ---------------------------------------------------------------------------------------
 
 
@@ -255,6 +286,7 @@ async def measure(
             "latency": summary(seq.latencies),
             "latencies": [round(x, 3) for x in seq.latencies],
             "framework": framework_split(worker, {seq.room}),
+            "transport": transport_split(worker, seq),
         }
         await asyncio.sleep(3.0)
 
@@ -402,6 +434,14 @@ def print_table(r: dict[str, Any]) -> None:
         ("  split (p50): LLM time to first token", f"{fw['llm_ttft']['p50']:.4f} s"),
         ("  split (p50): TTS time to first byte", f"{fw['tts_ttfb']['p50']:.3f} s"),
         ("  framework e2e_latency (p50)", f"{fw['framework_e2e_latency']['p50']:.3f} s"),
+        (
+            "  caller speech end → agent VAD's speech end (p50)",
+            f"{seq['transport']['uplink']['p50']:.3f} s",
+        ),
+        (
+            "  agent's first frame → caller hears it (p50)",
+            f"{seq['transport']['downlink']['p50']:.3f} s",
+        ),
         ("STT real-time factor (p50)", f"{fw['stt_rtf']['p50']:.3f}"),
         ("TTS real-time factor (p50)", f"{fw['tts_rtf']['p50']:.3f}"),
     ]
