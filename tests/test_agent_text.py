@@ -51,7 +51,7 @@ class Call:
 
     async def say(self, text: str) -> str:
         """The agent's one spoken answer to `text` (asserted to be exactly one message)."""
-        result = await self.session.run(user_input=text)
+        result: RunResult[None] = await self.session.run(user_input=text)
         return answer_of(result)
 
 
