@@ -240,8 +240,19 @@ class _Booking:
 
 
 def script_for(profile: CallProfile) -> Script:
-    name = VARIANT_ALIASES.get(profile.variant or "", profile.variant or "restaurant")
-    return SCRIPTS.get(name, RESTAURANT)
+    """The variant's script; without one, a script the persona names ("support-agent"), else
+    the restaurant."""
+    if profile.variant:
+        return SCRIPTS.get(VARIANT_ALIASES.get(profile.variant, profile.variant), RESTAURANT)
+    persona = (profile.persona or "").lower()
+    return next((s for name, s in SCRIPTS.items() if name in persona), RESTAURANT)
+
+
+def agent_name(profile: CallProfile) -> str:
+    """The name the agent introduces itself with: the persona if it is a name ("ava"), else
+    the default (a persona like "restaurant-host" describes a role, not a name)."""
+    persona = (profile.persona or "").strip()
+    return persona.title() if re.fullmatch(r"[A-Za-z]+", persona) else DEFAULT_PERSONA
 
 
 def greeting(profile: CallProfile) -> str:
@@ -249,7 +260,7 @@ def greeting(profile: CallProfile) -> str:
         return profile.greeting
     script = script_for(profile)
     text = script.greeting.format(
-        persona=(profile.persona or DEFAULT_PERSONA).strip().title(),
+        persona=agent_name(profile),
         business=profile.business_name or script.business,
     )
     if not profile.language.startswith("en"):
@@ -299,7 +310,7 @@ def instructions(profile: CallProfile) -> str:
     script = script_for(profile)
     topics = ", ".join(i.name for i in script.intents if i.name not in ("goodbye", "thanks"))
     return (
-        f"You are {(profile.persona or DEFAULT_PERSONA).title()}, the voice assistant of "
+        f"You are {agent_name(profile)}, the voice assistant of "
         f"{profile.business_name or script.business} ({script.name}). You help callers with: "
         f"{topics}{', table bookings' if script.booking else ''}. Open the call with: "
         f'"{greeting(profile)}" Answer in one or two short spoken sentences, no lists or '

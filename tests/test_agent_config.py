@@ -188,3 +188,15 @@ def test_worker_load_counts_calls_not_machine_cpu() -> None:
     assert call_load(server(2), max_calls=3) == pytest.approx(2 / 3)
     assert call_load(server(3), max_calls=3) == 1.0  # full: the worker stops taking jobs
     assert call_load(server(5), max_calls=3) == 1.0
+
+
+def test_script_choice_from_variant_alias_or_persona() -> None:
+    from sample_agent.metadata import CallProfile
+    from sample_agent.scripts import agent_name, script_for
+
+    assert script_for(CallProfile(variant="helpdesk")).name == "support"
+    assert script_for(CallProfile(variant="unknown")).name == "restaurant"
+    assert script_for(CallProfile(persona="support-agent")).name == "support"
+    assert script_for(CallProfile(persona="support-agent", variant="sales")).name == "sales"
+    assert agent_name(CallProfile(persona="ava")) == "Ava"
+    assert agent_name(CallProfile(persona="support-agent")) == "Sam"

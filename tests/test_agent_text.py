@@ -68,6 +68,13 @@ async def test_greets_first_with_the_persona_from_configured_metadata() -> None:
     assert greeting.startswith("Hello, thanks for calling Bella Vista. This is Ava.")
 
 
+async def test_a_role_persona_is_not_read_as_a_name() -> None:
+    metadata = envelope('{"persona": "restaurant-host", "restaurant": "Luigi\'s"}')
+    async with Call(metadata) as call:
+        greeting = answer_of(call.greeting)
+    assert greeting.startswith("Hello, thanks for calling Luigi's. This is Sam.")
+
+
 async def test_books_a_table_when_every_detail_comes_in_one_turn() -> None:
     async with Call(envelope()) as call:
         answer = await call.say("Hi, I'd like to book a table for two tomorrow at seven.")
