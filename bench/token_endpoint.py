@@ -5,7 +5,8 @@ Variants, each at concurrency 1, 16 and 64 (wrk, unique room per request):
   (b) DISPATCH_MODE=api — idempotent CreateDispatch through one long-lived LiveKitAPI client
   (c) a tutorial-style endpoint (bench/reference_endpoint.py): new LiveKitAPI per request
   (d) the in-process mint rate of AccessToken.to_jwt(): the ceiling
-After (b) and (c) every room is checked with ListDispatch: a lost dispatch is a room without one.
+After (b) and (c) every room is checked with ListDispatch: a lost dispatch is a room without one;
+then 20 requests are each sent twice, as a retrying caller would, and the agents per room counted.
 
     uv run python bench/token_endpoint.py [--duration 8] [--concurrency 1,16,64]
 
@@ -28,6 +29,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 from livekit import api
 
 REPO = Path(__file__).resolve().parent.parent
@@ -122,6 +124,20 @@ async def count_dispatches(livekit: LiveKitServer, prefix: str, agent: str) -> d
     }
 
 
+async def retried_requests(
+    livekit: LiveKitServer, url: str, key: str | None, agent: str, rooms: int = 20
+) -> dict[str, int]:
+    """The platform may retry a token request: send each of `rooms` requests twice, in order."""
+    prefix = f"retry-{uuid.uuid4().hex[:6]}"
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    async with httpx.AsyncClient(headers=headers, timeout=30) as client:
+        for i in range(rooms):
+            body = {"room_name": f"{prefix}-{i}", "participant_name": "simulated_user"}
+            for _ in range(2):
+                (await client.post(url, json=body)).raise_for_status()
+    return await count_dispatches(livekit, prefix, agent)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per measurement")
@@ -141,6 +157,7 @@ def main() -> int:
         "duration_s": args.duration,
         "mint_rate_per_s": ceiling,
         "variants": {},
+        "retries": {},
     }
     agent = "bench-agent"
     key = "bench-key"
@@ -191,6 +208,8 @@ def main() -> int:
                     row["dispatch_check"] = asyncio.run(count_dispatches(livekit, prefix, agent))
                 row["ratio_to_mint_ceiling"] = row["rps"] / ceiling["plain"]
                 rows[str(c)] = row
+            if dispatches:
+                results["retries"][label] = asyncio.run(retried_requests(livekit, url, k, agent))
 
     print()
     print(
@@ -216,6 +235,9 @@ def main() -> int:
                 f"{label:<16}{c:>5}{row['rps']:>9.0f}{row['p50_ms']:>9.2f}{row['p99_ms']:>9.2f}"
                 f"{row['ratio_to_mint_ceiling']:>7.2f}{row['non200']:>8}  {dcol}"
             )
+    print("\nretried requests (each room's request sent twice): rooms / one agent / two agents")
+    for label, check in results["retries"].items():
+        print(f"  {label:<16}{check['rooms']} / {check['exactly_one']} / {check['more_than_one']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(f"\nwrote {args.out}")
