@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
+import random
 import re
 import secrets
 import shutil
@@ -22,11 +24,13 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 
 LIVEKIT_SERVER_VERSION = "v1.13.5"
 REPO_ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 INSTALL_SCRIPT = REPO_ROOT / "scripts" / "install-livekit-server.sh"
 
 
@@ -60,8 +64,36 @@ def find_livekit_server() -> Path:
     )
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A port free on 127.0.0.1 right now (TCP or UDP)."""
+    """A port free on 127.0.0.1 right now (TCP or UDP), outside the ephemeral range.
+
+    Ports the kernel hands out for outgoing connections (every WebRTC and HTTP client here makes
+    many) come from the ephemeral range; probing outside it keeps the gap between our probe and
+    the child's bind from being filled by some other socket. Starts still retry on a clash.
+    """
+    low, high = _ephemeral_range()
+    candidates = [(10_000, low - 1)] if low > 11_000 else []
+    if high < 64_000:
+        candidates.append((high + 1, 65_000))
+    for _ in range(100):
+        if not candidates:
+            break
+        start, end = random.choice(candidates)
+        port = random.randint(start, end)
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -244,10 +276,29 @@ class LocalStack:
         if child in self._children:
             self._children.remove(child)
 
+    def _retrying_port_clashes(self, start: Callable[[], T], attempts: int = 4) -> T:
+        """Run `start`; if its child lost a port to another process (the race between probing
+        a free port and binding it), stop what it spawned and try again with new ports."""
+        for attempt in range(attempts):
+            before = len(self._children)
+            try:
+                return start()
+            except StackError as exc:
+                if "address already in use" not in str(exc).lower() or attempt == attempts - 1:
+                    raise
+                while len(self._children) > before:
+                    self._children.pop().stop()
+        raise AssertionError("unreachable")
+
     def start_livekit(
         self, *, api_key: str = "devkey", api_secret: str | None = None, timeout: float = 30.0
     ) -> LiveKitServer:
         """livekit-server --dev on loopback with its own key pair and free ports."""
+        return self._retrying_port_clashes(
+            functools.partial(self._start_livekit, api_key, api_secret, timeout)
+        )
+
+    def _start_livekit(self, api_key: str, api_secret: str | None, timeout: float) -> LiveKitServer:
         binary = find_livekit_server()
         api_secret = api_secret or secrets.token_urlsafe(32)
         port, rtc_tcp = free_port(), free_port()
@@ -282,6 +333,13 @@ class LocalStack:
         timeout: float = 30.0,
     ) -> TokenServer:
         """`python -m token_server` against `livekit`; `env` overrides its settings."""
+        return self._retrying_port_clashes(
+            functools.partial(self._start_token_server, livekit, env, timeout)
+        )
+
+    def _start_token_server(
+        self, livekit: LiveKitServer, env: Mapping[str, str] | None, timeout: float
+    ) -> TokenServer:
         port = free_port()
         child_env = _base_env()
         child_env.update(livekit.env())
@@ -319,6 +377,18 @@ class LocalStack:
     ) -> AgentWorker:
         """`python -m sample_agent start` against `livekit`, returned once the server has
         registered it (its "registered worker" log line); `env` overrides its settings."""
+        return self._retrying_port_clashes(
+            functools.partial(self._start_agent, livekit, agent_name, env, mode, timeout)
+        )
+
+    def _start_agent(
+        self,
+        livekit: LiveKitServer,
+        agent_name: str,
+        env: Mapping[str, str] | None,
+        mode: str,
+        timeout: float,
+    ) -> AgentWorker:
         port = free_port()
         child_env = _base_env()
         child_env.update(livekit.env())

@@ -1,0 +1,48 @@
+"""The stack launcher itself: ports that another process grabs between probe and bind."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import httpx
+import pytest
+
+from client_harness import local_stack
+from client_harness.local_stack import LocalStack
+
+pytestmark = pytest.mark.integration
+
+
+def test_free_ports_avoid_the_ephemeral_range() -> None:
+    low, high = local_stack._ephemeral_range()
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        port = local_stack.free_port(kind)
+        assert not low <= port <= high
+
+
+def test_a_port_taken_before_the_server_binds_it_is_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+    taken = held.getsockname()[1]
+    real = local_stack.free_port
+    probes: list[int] = []
+
+    def clashing(kind: int = socket.SOCK_STREAM) -> int:
+        probes.append(kind)
+        return taken if len(probes) == 2 else real(kind)  # the RTC TCP port of the first try
+
+    monkeypatch.setattr(local_stack, "free_port", clashing)
+    try:
+        with LocalStack(log_dir=tmp_path) as stack:
+            livekit = stack.start_livekit()
+            assert httpx.get(livekit.http_url).status_code == 200
+            assert len(probes) == 6  # three ports, twice
+            assert len(stack._children) == 1  # the failed first try was stopped and dropped
+            logs = "".join(p.read_text() for p in tmp_path.glob("livekit-server-*.log"))
+            assert "address already in use" in logs
+    finally:
+        held.close()
