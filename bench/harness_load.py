@@ -8,15 +8,23 @@ per simulated minute.
 
 Modes (the load-heavy parts run lighter, as the issue allows):
 - level 1: `voice` — the full spoken booking call: caller TTS, agent STT+TTS, harness VAD + STT.
-- levels >1: `text` — caller turns on lk.chat, replies read from lk.transcription. The agent still
-  synthesises and publishes its speech; it skips speech recognition, and the harness decodes no
-  audio. Speech recognition for 50 callers on 2 cores is not what this measures.
-The worker keeps one warm (prewarmed) job process per simulated call when memory allows:
-livekit-agents runs each call in its own process (~250 MB PSS with the offline models), refills
-its idle pool as calls take processes (so a burst of N calls briefly needs ~2N processes), and a
-worker with fewer idle processes than simultaneous dispatches loses jobs in a burst. The idle
-pool is capped so the agent stays within --agent-memory-share of the memory available (the
-machine is shared); the table says when the cap bit.
+- levels >1: `text` — caller turns on lk.chat, replies read from lk.transcription, and the agent
+  runs text-only (AGENT_TEXT_ONLY=1: no audio track either way, no STT or TTS); the harness
+  decodes no audio. Speech for 50 callers on 2 cores is not what this measures.
+- levels >1: the agent worker also runs with AGENT_JOB_EXECUTOR=thread — every call a thread of
+  the worker's one process, sharing one copy of the VAD and offline models — instead of the
+  default one job process per call (~250 MB PSS and ~3 s of CPU loading models each: 50 of them
+  on 2 cores cannot all start, and the agents join late or never). Level 1 keeps the default
+  process executor, as deployed. Not enough for 50 on 2 cores: one Python process (one GIL)
+  then runs ~65 event loops, its worker loop answers LiveKit's job requests late and some are
+  never dispatched ("failed to send job request" / "no worker is available" in the server log).
+With the process executor the worker keeps one warm (prewarmed) job process per simulated call
+when memory allows: it refills its idle pool as calls take processes (so a burst of N calls
+briefly needs ~2N processes), and a worker with fewer idle processes than simultaneous
+dispatches loses jobs in a burst. That pool is capped so the agent stays within
+--agent-memory-share of the memory available (the machine is shared); the table says when the
+cap bit. With the thread executor a warm job thread needs no models of its own and a new one is
+ready in milliseconds; THREAD_IDLE_JOBS of them are kept warm.
 
     uv run python bench/harness_load.py                 # 1, 10, 50
     uv run python bench/harness_load.py --levels 1 10   # a subset
@@ -51,6 +59,12 @@ RESULTS = ROOT / "bench" / "results"
 AGENT_NAME = "bench-harness-agent"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# Warm job threads (thread executor). Too few and a burst is refused: with no call running yet,
+# livekit-agents estimates each accepted job's load as 1/num_idle_processes, so more than that
+# many accepted-not-started jobs mark the worker full (the harness joins 10 at a time). Too
+# many and their event loops (50 idle + 50 busy threads in one process) starve the worker's own
+# loop: room connects stall and job requests go unanswered.
+THREAD_IDLE_JOBS = 15
 PSS_PER_IDLE_PROCESS_MB = 260  # measured ~200 MB; with margin, used to refuse levels that won't fit
 
 TEXT_SCENARIO = scenario_from_dict(
@@ -112,18 +126,22 @@ def idle_processes_for(level: int, share: float) -> int:
     return max(1, min(level, int(budget // (2 * PSS_PER_IDLE_PROCESS_MB))))
 
 
-def start_worker(stack: LocalStack, livekit: Any, calls: int, idle: int) -> AgentWorker:
+def start_worker(
+    stack: LocalStack, livekit: Any, calls: int, idle: int, executor: str
+) -> AgentWorker:
     worker = stack.start_agent(
         livekit,
         AGENT_NAME,
         env={
             "AGENT_PROVIDER": "offline",
+            "AGENT_JOB_EXECUTOR": executor,
+            "AGENT_TEXT_ONLY": "1" if executor == "thread" else "0",
             "AGENT_IDLE_PROCESSES": str(idle),
             "AGENT_MAX_CALLS": str(calls + 2),
         },
         timeout=600.0,
     )
-    # Registered is not ready: wait until every warm process has loaded its models.
+    # Registered is not ready: wait until every warm process (or thread) has its models.
     worker.process.wait_until(
         lambda: worker.process.log_text().count("process prewarmed") >= idle,
         600.0,
@@ -145,9 +163,13 @@ async def run_level(
     memory_share: float,
 ) -> dict[str, Any]:
     mode = "voice" if level == 1 else "text"
-    idle = idle_processes_for(level, memory_share)
+    executor = "process" if level == 1 else "thread"
+    if executor == "process":
+        idle = idle_processes_for(level, memory_share)
+    else:
+        idle = min(level, THREAD_IDLE_JOBS)
     started = time.monotonic()
-    worker = await asyncio.to_thread(start_worker, stack, livekit, level, idle)
+    worker = await asyncio.to_thread(start_worker, stack, livekit, level, idle, executor)
     worker_start_s = time.monotonic() - started
     idle_pss = group_pss_mb(worker.process.pid)
     config = load_config(
@@ -184,6 +206,7 @@ async def run_level(
     return {
         "concurrency": level,
         "mode": mode,
+        "agent_job_executor": executor,
         "agent_idle_processes": idle,
         "success_rate": sum(r.ok for r in results) / len(results),
         "agent_join_from_token_request_s": stats(
@@ -284,7 +307,8 @@ def fmt(value: float | None, unit: str = "") -> str:
 
 def table(rows: list[dict[str, Any]]) -> str:
     head = (
-        f"{'conc':>4} {'idle':>4} {'mode':>5} {'success':>8} {'join p50':>9} {'join p95':>9} "
+        f"{'conc':>4} {'exec':>7} {'idle':>4} {'mode':>5} {'success':>8} "
+        f"{'join p50':>9} {'join p95':>9} "
         f"{'1st resp p50':>12} {'1st resp p95':>12} {'CPU s/sim-min':>13} {'harness':>8} "
         f"{'wall s':>7}"
     )
@@ -295,7 +319,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             continue
         join, first = r["agent_join_from_token_request_s"], r["first_response_latency_s"]
         lines.append(
-            f"{r['concurrency']:>4} {r['agent_idle_processes']:>4} {r['mode']:>5} "
+            f"{r['concurrency']:>4} {r['agent_job_executor']:>7} {r['agent_idle_processes']:>4} "
+            f"{r['mode']:>5} "
             f"{r['success_rate']:>8.0%} {fmt(join['p50']):>9} "
             f"{fmt(join['p95']):>9} {fmt(first['p50']):>12} {fmt(first['p95']):>12} "
             f"{fmt(r['cpu_s_per_simulated_minute']):>13} "
@@ -307,7 +332,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             lines.append(f"  {r['concurrency']}: failures {r['failures_by_reason']}")
     lines.append(
         "join = token request sent → agent joined (s); 1st resp = caller's first turn → "
-        "agent's first audio (voice) / first transcript text (text)"
+        "agent's first audio (voice) / first transcript text (text); exec = the agent's "
+        "job executor (process per call, or thread per call sharing one copy of the models)"
     )
     return "\n".join(lines)
 
@@ -330,10 +356,13 @@ async def main() -> None:
         default=0.45,
         help="largest share of available memory the agent's warm processes may take",
     )
+    parser.add_argument(
+        "--log-dir", type=Path, default=None, help="keep the stack's logs here (default: dropped)"
+    )
     args = parser.parse_args()
     voice_scenario = load_scenario(ROOT / "client_harness" / "scenarios" / "booking.yaml")
     rows = []
-    with LocalStack() as stack:
+    with LocalStack(args.log_dir) as stack:
         livekit = stack.start_livekit()
         token_server = stack.start_token_server(
             livekit, env={"AGENT_NAME": AGENT_NAME, "DISPATCH_MODE": "api"}

@@ -5,7 +5,9 @@ Read top to bottom:
 1. `build_server` registers the worker under AGENT_NAME (explicit dispatch only: a room gets this
    agent only when a token or the dispatch API names it) and sizes its pool of job processes.
 2. `prewarm` runs once in every job process before it takes a call: it loads the VAD and the
-   offline speech models, so a call starts talking without waiting for weights.
+   offline speech models, so a call starts talking without waiting for weights. With
+   AGENT_JOB_EXECUTOR=thread every call is a thread of the worker's process instead, and the
+   models are loaded once and shared by all of them (the speech models are lock-protected).
 3. `entrypoint` runs once per call: it reads the dispatch metadata into a `CallProfile`, builds
    STT / LLM / TTS for the configured provider, joins the room, waits for the caller and starts
    an `AgentSession` with them.
@@ -23,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import threading
 import time
 from typing import Any
 
@@ -34,26 +37,29 @@ from livekit.agents import (
     CloseEvent,
     ConversationItemAddedEvent,
     JobContext,
+    JobExecutorType,
     JobProcess,
     TurnHandlingOptions,
     metrics,
     room_io,
     stt,
     tts,
+    vad,
 )
 from livekit.plugins import silero
 
 from sample_agent.config import Settings
 from sample_agent.metadata import CallProfile, profile_from_job_metadata
-from sample_agent.providers import build_pipeline, load_offline_models
+from sample_agent.providers import OfflineModels, build_pipeline, load_offline_models
 from sample_agent.scripts import instructions
 
 logger = logging.getLogger("sample_agent")
 
 
 def build_server(settings: Settings) -> AgentServer:
-    """The worker: one job process per call, `num_idle_processes` of them kept warm."""
+    """The worker: one job process (or thread) per call, `num_idle_processes` of them warm."""
     server = AgentServer(
+        job_executor_type=JobExecutorType(settings.job_executor),
         num_idle_processes=settings.num_idle_processes,
         load_fnc=functools.partial(call_load, max_calls=settings.max_calls),
         load_threshold=1.0,
@@ -78,19 +84,44 @@ def call_load(server: AgentServer, max_calls: int) -> float:
 
 
 def prewarm(proc: JobProcess, settings: Settings) -> None:
-    """Load models once per process; every call this process serves reuses them."""
+    """Give the job process (or thread) its models; every call it serves reuses them."""
     started = time.perf_counter()
-    proc.userdata["vad"] = silero.VAD.load(min_silence_duration=settings.vad_silence_seconds)
-    if settings.provider == "offline":
-        models = load_offline_models(settings)
-        # the first inference in a process pays one-off allocation costs: pay them here
-        models.synthesizer.synthesize("Hello.")
-        models.transcriber.transcribe(np.zeros(16_000, np.int16), 16_000)
+    turn_vad, models = _process_models(settings)
+    proc.userdata["vad"] = turn_vad
+    if models is not None:
         proc.userdata["models"] = models
     logger.info(
         "process prewarmed",
-        extra={"provider": settings.provider, "seconds": round(time.perf_counter() - started, 2)},
+        extra={
+            "provider": settings.provider,
+            "executor": settings.job_executor,
+            "seconds": round(time.perf_counter() - started, 2),
+        },
     )
+
+
+_models_lock = threading.Lock()
+_models: tuple[vad.VAD, OfflineModels | None] | None = None
+
+
+def _process_models(settings: Settings) -> tuple[vad.VAD, OfflineModels | None]:
+    """The VAD and offline models of this OS process, loaded on first use.
+
+    A job process serves one call, so this loads once per call; job threads (thread executor)
+    all share the first thread's copy instead of loading ~250 MB and ~3 s of CPU each."""
+    global _models
+    with _models_lock:
+        loaded = _models
+        if loaded is None:
+            turn_vad = silero.VAD.load(min_silence_duration=settings.vad_silence_seconds)
+            models = None
+            if settings.provider == "offline":
+                models = load_offline_models(settings)
+                # the first inference pays one-off allocation costs: pay them here
+                models.synthesizer.synthesize("Hello.")
+                models.transcriber.transcribe(np.zeros(16_000, np.int16), 16_000)
+            loaded = _models = (turn_vad, models)
+        return loaded
 
 
 class SampleAgent(Agent):
@@ -153,7 +184,10 @@ async def entrypoint(ctx: JobContext, settings: Settings) -> None:
             participant_identity=caller.identity,
             # the framework's default input gain control runs on the job's event loop for every
             # frame; a phone-like caller (or a simulator's TTS) needs none
-            audio_input=room_io.AudioInputOptions(auto_gain_control=False),
+            audio_input=False
+            if settings.text_only
+            else room_io.AudioInputOptions(auto_gain_control=False),
+            audio_output=not settings.text_only,
             text_output=room_io.TextOutputOptions(sync_transcription=settings.sync_transcription),
         ),
     )

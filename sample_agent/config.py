@@ -14,6 +14,8 @@ from typing import Literal
 
 Provider = Literal["offline", "openai"]
 PROVIDERS: tuple[Provider, ...] = ("offline", "openai")
+JobExecutor = Literal["process", "thread"]
+JOB_EXECUTORS: tuple[JobExecutor, ...] = ("process", "thread")
 REQUIRED_LIVEKIT_VARS = ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")
 
 
@@ -32,6 +34,16 @@ class Settings:
     openai_stt_model: str = "gpt-4o-mini-transcribe"
     openai_tts_model: str = "gpt-4o-mini-tts"
     openai_tts_voice: str = "ash"
+    job_executor: JobExecutor = "process"
+    """AGENT_JOB_EXECUTOR: `process` (one job process per call, the framework's default: a call
+    that crashes or leaks takes nothing else down) or `thread` (every call a thread of the
+    worker's one process, sharing one copy of the models: no per-call process start or model
+    load, ~250 MB less per call; for load runs on a small machine, see bench/harness_load.py)."""
+    text_only: bool = False
+    """AGENT_TEXT_ONLY: take caller turns only as text (`lk.chat`) and answer only as text
+    (`lk.transcription`): no audio track in either direction, no STT or TTS. For text-mode load
+    runs: with many calls in one process (thread executor) every audio frame's event is handed
+    to every call's room, so audio costs grow with the square of the calls."""
     num_idle_processes: int = 1
     """AGENT_IDLE_PROCESSES: job processes kept warm (models loaded) in `start` mode."""
     max_calls: int = 3
@@ -93,6 +105,10 @@ def _float(env: Mapping[str, str], name: str, default: float, low: float, high: 
     return value
 
 
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    return env.get(name, "0").strip().lower() in ("1", "true", "yes", "on")
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Settings from `env` (default: the process environment); raises SettingsError."""
     env = os.environ if env is None else env
@@ -102,6 +118,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     openai_key = env.get("OPENAI_API_KEY", "").strip() or None
     if provider == "openai" and openai_key is None:
         raise SettingsError("AGENT_PROVIDER=openai needs OPENAI_API_KEY")
+    executor = env.get("AGENT_JOB_EXECUTOR", "process").strip().lower() or "process"
+    if executor not in JOB_EXECUTORS:
+        raise SettingsError(
+            f"AGENT_JOB_EXECUTOR={executor!r} must be one of {', '.join(JOB_EXECUTORS)}"
+        )
     defaults = Settings()
     silence = _float(env, "AGENT_SILENCE_SECONDS", defaults.silence_seconds, 0.2, 5.0)
     return Settings(
@@ -112,6 +133,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         openai_stt_model=env.get("OPENAI_STT_MODEL", "").strip() or defaults.openai_stt_model,
         openai_tts_model=env.get("OPENAI_TTS_MODEL", "").strip() or defaults.openai_tts_model,
         openai_tts_voice=env.get("OPENAI_TTS_VOICE", "").strip() or defaults.openai_tts_voice,
+        job_executor=executor,  # checked against JOB_EXECUTORS above
+        text_only=_flag(env, "AGENT_TEXT_ONLY"),
         num_idle_processes=_int(env, "AGENT_IDLE_PROCESSES", defaults.num_idle_processes),
         max_calls=_int(env, "AGENT_MAX_CALLS", defaults.max_calls, minimum=1),
         job_memory_warn_mb=_float(env, "AGENT_JOB_MEMORY_WARN_MB", 1000, 100, 1e6),
@@ -123,8 +146,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             silence,
             _float(env, "AGENT_VAD_SILENCE_SECONDS", defaults.vad_silence_seconds, 0.1, 5.0),
         ),
-        sync_transcription=env.get("AGENT_SYNC_TRANSCRIPTION", "0").strip().lower()
-        in ("1", "true", "yes", "on"),
+        sync_transcription=_flag(env, "AGENT_SYNC_TRANSCRIPTION"),
         caller_timeout_seconds=_float(env, "AGENT_CALLER_TIMEOUT", 120.0, 1.0, 86_400.0),
         stt_threads=_int(env, "AGENT_STT_THREADS", defaults.stt_threads, minimum=1),
         tts_threads=_int(env, "AGENT_TTS_THREADS", defaults.tts_threads, minimum=1),

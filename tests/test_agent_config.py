@@ -190,6 +190,24 @@ def test_worker_load_counts_calls_not_machine_cpu() -> None:
     assert call_load(server(5), max_calls=3) == 1.0
 
 
+def test_job_executor_and_text_only_settings() -> None:
+    from livekit.agents import JobExecutorType
+
+    from sample_agent.agent import build_server
+
+    assert load_settings({}).job_executor == "process"  # the default stays one process per call
+    # the server keeps the choice privately; it is what its job pool is built with
+    assert build_server(load_settings({}))._job_executor_type is JobExecutorType.PROCESS
+    threaded = load_settings({"AGENT_JOB_EXECUTOR": " Thread "})
+    assert threaded.job_executor == "thread"
+    assert build_server(threaded)._job_executor_type is JobExecutorType.THREAD
+    with pytest.raises(SettingsError, match="AGENT_JOB_EXECUTOR='fork' must be one of process"):
+        load_settings({"AGENT_JOB_EXECUTOR": "fork"})
+    # its companion for text load runs: no audio either way, off unless asked for
+    assert not load_settings({}).text_only
+    assert load_settings({"AGENT_TEXT_ONLY": "1"}).text_only
+
+
 def test_script_choice_from_variant_alias_or_persona() -> None:
     from sample_agent.metadata import CallProfile
     from sample_agent.scripts import agent_name, script_for
