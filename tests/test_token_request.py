@@ -141,3 +141,16 @@ def test_bad_fields_name_what_was_wrong(body: dict, code: str, names: str) -> No
 
 def test_same_value_under_both_spellings_is_fine() -> None:
     assert parse_token_request({"room_name": "a", "roomName": "a"}).room_name == "a"
+
+
+def test_printable_fast_path_never_lets_a_refused_character_through() -> None:
+    import sys
+    import unicodedata
+
+    refused = {"Cc", "Cf", "Zl", "Zp"}
+    leaks = [
+        hex(cp)
+        for cp in range(sys.maxunicode + 1)
+        if unicodedata.category(chr(cp)) in refused and chr(cp).isprintable()
+    ]
+    assert leaks == []

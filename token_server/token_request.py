@@ -91,7 +91,11 @@ def _check_name(field_name: str, value: Any, max_len: int) -> str:
             f"invalid_{field_name}",
             f"{field_name} is {len(value)} characters; the limit is {max_len}",
         )
-    if any(unicodedata.category(ch) in {"Cc", "Cf", "Zl", "Zp"} for ch in value):
+    # isprintable() is False for every character the precise check below refuses (and a few
+    # more, e.g. non-breaking spaces): a C-speed pass first, the per-character one only then.
+    if not value.isprintable() and any(
+        unicodedata.category(ch) in {"Cc", "Cf", "Zl", "Zp"} for ch in value
+    ):
         raise bad_request(
             f"invalid_{field_name}", f"{field_name} contains control or invisible characters"
         )
