@@ -26,8 +26,9 @@ from client_harness.token_request import (
     build_token_request,
     new_room_name,
     post_token_request,
+    read_answer,
 )
-from client_harness.token_response import KIND_SERVER_URL, TokenEndpointError, parse_token_response
+from client_harness.token_response import KIND_SERVER_URL, TokenEndpointError
 from client_harness.urls import is_loopback_host
 
 PASS, FAIL, SKIP, WARN = "PASS", "FAIL", "SKIP", "WARN"
@@ -115,13 +116,7 @@ async def run_check(
 
     # 2. JSON with a recognised token field (and 4. the server URL, checked by the same parser)
     try:
-        response = parse_token_response(
-            answer.status_code,
-            answer.headers.get("content-type", ""),
-            answer.content,
-            config.livekit_url,
-            insecure=config.insecure,
-        )
+        response = read_answer(config, answer)
     except TokenEndpointError as exc:
         if exc.kind == KIND_SERVER_URL:
             record(STEPS[1], PASS, "token found")

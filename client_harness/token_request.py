@@ -122,6 +122,17 @@ async def post_token_request(
         raise transport_error(exc, request, config.request_timeout) from None
 
 
+def read_answer(config: HarnessConfig, answer: httpx.Response) -> TokenResponse:
+    """The endpoint's HTTP answer read as the platform reads it, with this config's URL rules."""
+    return parse_token_response(
+        answer.status_code,
+        answer.headers.get("content-type", ""),
+        answer.content,
+        config.livekit_url,
+        insecure=config.insecure,
+    )
+
+
 async def request_token(
     client: httpx.AsyncClient, config: HarnessConfig, room_name: str
 ) -> TokenResult:
@@ -129,13 +140,7 @@ async def request_token(
     request = build_token_request(config, room_name)
     started = time.perf_counter()
     answer = await post_token_request(client, config, request)
-    response = parse_token_response(
-        answer.status_code,
-        answer.headers.get("content-type", ""),
-        answer.content,
-        config.livekit_url,
-        insecure=config.insecure,
-    )
+    response = read_answer(config, answer)
     return TokenResult(
         request=request,
         response=response,
