@@ -39,6 +39,7 @@ import os
 import re
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,9 +82,8 @@ TEXT_SCENARIO = scenario_from_dict(
 )
 
 
-def group_cpu_seconds(pgid: int) -> float:
-    """utime+stime (+ reaped children) of every process in a process group."""
-    total = 0
+def group_stats(pgid: int) -> Iterator[tuple[str, list[str]]]:
+    """(pid, stat fields after the command name) of every live process in a process group."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -92,20 +92,20 @@ def group_cpu_seconds(pgid: int) -> float:
         except OSError:
             continue
         if int(fields[2]) == pgid:  # fields[2] is pgrp (field 5 of stat)
-            total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
-    return total / CLK_TCK
+            yield entry, fields
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """utime+stime (+ reaped children) of every process in a process group."""
+    total = sum(sum(int(x) for x in fields[11:15]) for _, fields in group_stats(pgid))
+    return total / CLK_TCK  # fields 11..14: utime stime cutime cstime
 
 
 def group_pss_mb(pgid: int) -> float:
     total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for pid, _ in group_stats(pgid):
         try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            if int(fields[2]) != pgid:
-                continue
-            for line in Path(f"/proc/{entry}/smaps_rollup").read_text().splitlines():
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
                 if line.startswith("Pss:"):
                     total += int(line.split()[1])
         except OSError:
