@@ -66,7 +66,13 @@ UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}
 # many and their event loops (50 idle + 50 busy threads in one process) starve the worker's own
 # loop: room connects stall and job requests go unanswered.
 THREAD_IDLE_JOBS = 15
-PSS_PER_IDLE_PROCESS_MB = 260  # measured ~200 MB; with margin, used to refuse levels that won't fit
+# Calls per thread-executor worker process at text levels: one process (one GIL, one FFI
+# runtime) for ~50 calls answers job requests late; several smaller workers spread the load and
+# give livekit-server another worker to try when one is briefly full.
+CALLS_PER_THREAD_WORKER = 10
+PSS_PER_IDLE_PROCESS_MB = 260
+PSS_PER_TEXT_PROCESS_MB = 60  # a text-only job process loads no models (measured ~17 MB PSS)
+IDLE_MARGIN = 5  # measured ~200 MB; with margin, used to refuse levels that won't fit
 
 TEXT_SCENARIO = scenario_from_dict(
     {
@@ -120,14 +126,18 @@ def mem_available_mb() -> float:
     return 0.0
 
 
-def idle_processes_for(level: int, share: float) -> int:
+def idle_processes_for(level: int, share: float, mode: str) -> int:
     """Warm processes for `level` calls within `share` of available memory (x2: the refill)."""
     budget = mem_available_mb() * share
-    return max(1, min(level, int(budget // (2 * PSS_PER_IDLE_PROCESS_MB))))
+    per_process = PSS_PER_IDLE_PROCESS_MB if mode == "voice" else PSS_PER_TEXT_PROCESS_MB
+    # a few more than the calls: livekit-agents counts each accepted job not yet running as
+    # 1/idle of the worker's load, so with exactly `level` idle a full burst reads as full
+    wanted = level if mode == "voice" else level + IDLE_MARGIN
+    return max(1, min(wanted, int(budget // (2 * per_process))))
 
 
 def start_worker(
-    stack: LocalStack, livekit: Any, calls: int, idle: int, executor: str
+    stack: LocalStack, livekit: Any, calls: int, idle: int, executor: str, text_only: bool
 ) -> AgentWorker:
     worker = stack.start_agent(
         livekit,
@@ -135,9 +145,13 @@ def start_worker(
         env={
             "AGENT_PROVIDER": "offline",
             "AGENT_JOB_EXECUTOR": executor,
-            "AGENT_TEXT_ONLY": "1" if executor == "thread" else "0",
+            "AGENT_TEXT_ONLY": "1" if text_only else "0",
             "AGENT_IDLE_PROCESSES": str(idle),
             "AGENT_MAX_CALLS": str(calls + 2),
+            # livekit-agents watches every job's event loop with a 20 ms heartbeat and a watchdog
+            # thread: cheap in a process per call, but with a thread per call dozens of them wake
+            # 100 times a second each, and an idle worker alone burned half a core (measured)
+            **({"LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS": "0"} if text_only else {}),
         },
         timeout=600.0,
     )
@@ -161,17 +175,30 @@ async def run_level(
     level: int,
     voice_scenario: Any,
     memory_share: float,
+    calls_per_worker: int,
+    text_executor: str,
 ) -> dict[str, Any]:
     mode = "voice" if level == 1 else "text"
-    executor = "process" if level == 1 else "thread"
+    executor = "process" if level == 1 else text_executor
     if executor == "process":
-        idle = idle_processes_for(level, memory_share)
+        workers_n, per_worker = 1, level
+        idle = idle_processes_for(level, memory_share, mode)
     else:
-        idle = min(level, THREAD_IDLE_JOBS)
+        workers_n = -(-level // calls_per_worker)
+        per_worker = -(-level // workers_n)
+        idle = min(per_worker, THREAD_IDLE_JOBS)
     started = time.monotonic()
-    worker = await asyncio.to_thread(start_worker, stack, livekit, level, idle, executor)
+    workers = await asyncio.gather(
+        *(
+            asyncio.to_thread(
+                start_worker, stack, livekit, per_worker, idle, executor, mode == "text"
+            )
+            for _ in range(workers_n)
+        )
+    )
     worker_start_s = time.monotonic() - started
-    idle_pss = group_pss_mb(worker.process.pid)
+    worker_groups = [w.process.pid for w in workers]
+    idle_pss = sum(group_pss_mb(g) for g in worker_groups)
     config = load_config(
         env={},
         overrides={
@@ -184,8 +211,9 @@ async def run_level(
             "livekit_api_secret": livekit.api_secret,
         },
     )
-    groups = [livekit.process.pid, token_server.process.pid, worker.process.pid]
-    cpu0 = sum(group_cpu_seconds(g) for g in groups)
+    groups = {"livekit-server": [livekit.process.pid], "token-server": [token_server.process.pid]}
+    groups["agent workers"] = worker_groups
+    cpu0 = {name: sum(group_cpu_seconds(g) for g in pids) for name, pids in groups.items()}
     run = await run_many(
         config,
         voice_scenario if mode == "voice" else TEXT_SCENARIO,
@@ -193,9 +221,13 @@ async def run_level(
         count=level,
         concurrency=level,
     )
-    stack_cpu = sum(group_cpu_seconds(g) for g in groups) - cpu0
-    peak_pss = group_pss_mb(worker.process.pid)
-    stack.stop(worker.process)
+    stack_cpu_by = {
+        name: sum(group_cpu_seconds(g) for g in pids) - cpu0[name] for name, pids in groups.items()
+    }
+    stack_cpu = sum(stack_cpu_by.values())
+    peak_pss = sum(group_pss_mb(g) for g in worker_groups)
+    for worker in workers:
+        stack.stop(worker.process)
     results = run.results
     simulated_min = sum(r.duration_s or 0.0 for r in results) / 60.0
     failures = [
@@ -207,6 +239,8 @@ async def run_level(
         "concurrency": level,
         "mode": mode,
         "agent_job_executor": executor,
+        "agent_workers": workers_n,
+        "agent_calls_per_worker": per_worker,
         "agent_idle_processes": idle,
         "success_rate": sum(r.ok for r in results) / len(results),
         "agent_join_from_token_request_s": stats(
@@ -232,6 +266,7 @@ async def run_level(
         ),
         "harness_cpu_s": run.cpu_s,
         "stack_cpu_s": stack_cpu,
+        "stack_cpu_s_by_part": stack_cpu_by,
         "simulated_minutes": simulated_min,
         "cpu_s_per_simulated_minute": (run.cpu_s + stack_cpu) / simulated_min
         if simulated_min
@@ -244,7 +279,7 @@ async def run_level(
         "failures_by_step": dict(Counter(f["step"] for f in failures)),
         "failures_by_reason": dict(
             Counter(
-                f"{f['step']}: {UUID.sub('<room>', f['error'] or '')[:70]}" for f in failures
+                f"{f['step']}: {UUID.sub('<room>', str(f['error'] or ''))[:70]}" for f in failures
             ).most_common(8)
         ),
         "failures": failures[:10],
@@ -357,6 +392,18 @@ async def main() -> None:
         help="largest share of available memory the agent's warm processes may take",
     )
     parser.add_argument(
+        "--text-executor",
+        choices=["process", "thread"],
+        default="process",
+        help="the agent's job executor at text levels (level 1 always uses process)",
+    )
+    parser.add_argument(
+        "--calls-per-worker",
+        type=int,
+        default=CALLS_PER_THREAD_WORKER,
+        help="text levels: calls per thread-executor agent worker (workers = level / this)",
+    )
+    parser.add_argument(
         "--log-dir", type=Path, default=None, help="keep the stack's logs here (default: dropped)"
     )
     args = parser.parse_args()
@@ -370,7 +417,14 @@ async def main() -> None:
         join_server = stack.start_token_server(livekit, env={"DISPATCH_MODE": "none"})
         for level in args.levels:
             row = await run_level(
-                stack, livekit, token_server, level, voice_scenario, args.agent_memory_share
+                stack,
+                livekit,
+                token_server,
+                level,
+                voice_scenario,
+                args.agent_memory_share,
+                args.calls_per_worker,
+                args.text_executor,
             )
             rows.append(row)
             print(table([row]).splitlines()[2], flush=True)

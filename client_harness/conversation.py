@@ -104,8 +104,9 @@ class Conversation:
         s = self.scenario
         if self.mode == "voice":
             await self.room.publish_microphone(self.speech.sample_rate)
-        joined = self.room.agent_joined_at or 0.0
-        await self._agent_reply(after=joined, start_timeout=s.greeting_wait_seconds)
+        # the greeting is whatever the agent says before the first caller turn: its text can
+        # even arrive a moment before the event announcing the agent (see CallRoom)
+        await self._agent_reply(after=0.0, start_timeout=s.greeting_wait_seconds)
         for index, turn in enumerate(s.turns, 1):
             await asyncio.sleep(s.pause_before_reply_seconds)
             record = await self._caller_turn(index, turn)
@@ -126,7 +127,7 @@ class Conversation:
             pcm = await self.speech.synthesize(turn.say)
             start, end = await self.room.speak(pcm)
         else:
-            start = end = await self.room.send_chat(turn.say)
+            start = end = await self.room.send_chat(turn.say)  # a chat message has no length
         self.result.caller_utterances.append(Interval(start, end, turn.say))
         return TurnRecord(index, turn.say, start, end, expect_any=turn.expect_any)
 
@@ -187,7 +188,7 @@ class Conversation:
     # ---- text ----------------------------------------------------------------------------
 
     def _segments_since(self, after: float) -> list[TextSegment]:
-        return [seg for seg in self.room.text_segments if seg.start > after]
+        return [seg for seg in self.room.agent_text_segments() if seg.start > after]
 
     async def _text_reply(self, after: float, start_timeout: float) -> tuple[float, float] | None:
         room = self.room
@@ -210,7 +211,7 @@ class Conversation:
         now = self.room.clock.now()
         self.result.agent_utterances = [
             Interval(seg.start, seg.end if seg.end is not None else now, seg.text)
-            for seg in self.room.text_segments
+            for seg in self.room.agent_text_segments()
         ]
         for turn in self.result.turns:
             if turn.agent_start is None:
@@ -218,6 +219,6 @@ class Conversation:
             end = turn.agent_end if turn.agent_end is not None else now
             turn.agent_text = " ".join(
                 seg.text
-                for seg in self.room.text_segments
+                for seg in self.room.agent_text_segments()
                 if turn.agent_start <= seg.start <= end and seg.text
             )

@@ -50,6 +50,7 @@ class Clock:
 
 @dataclass
 class TextSegment:
+    sender: str
     start: float
     end: float | None = None
     text: str = ""
@@ -213,8 +214,12 @@ class CallRoom:
         return start, end
 
     async def send_chat(self, text: str) -> float:
+        """Send one chat message; returns when sending began, where its reply is looked for
+        from: under load `send_text` returns late, and a reply that arrives meanwhile is the
+        answer to this message, not to an earlier one."""
+        start = self.clock.now()
         await self.room.local_participant.send_text(text, topic=CHAT_TOPIC)
-        return self.clock.now()
+        return start
 
     # ---- events ------------------------------------------------------------------------------
 
@@ -298,12 +303,22 @@ class CallRoom:
                 await self.notify()
 
     def _on_text_stream(self, reader: rtc.TextStreamReader, participant_identity: str) -> None:
-        if self.agent is None or participant_identity != self.agent.identity:
-            self._spawn(self._drain(reader))  # the caller's own transcript, echoed: not ours
+        # Kept whoever sent it: under load a text stream can arrive before the event announcing
+        # its sender (data channel and signalling are separate paths), so an agent's greeting
+        # may come from a participant not yet seen. Only the caller's own echo is dropped here;
+        # `agent_text_segments` picks the agent's.
+        if participant_identity == self.room.local_participant.identity:
+            self._spawn(self._drain(reader))
             return
-        segment = TextSegment(start=self.clock.now())
+        segment = TextSegment(sender=participant_identity, start=self.clock.now())
         self.text_segments.append(segment)
         self._spawn(self._read_text(reader, segment))
+
+    def agent_text_segments(self) -> list[TextSegment]:
+        """The transcription segments the agent sent (none until the agent has joined)."""
+        if self.agent is None:
+            return []
+        return [seg for seg in self.text_segments if seg.sender == self.agent.identity]
 
     async def _drain(self, reader: rtc.TextStreamReader) -> None:
         with contextlib.suppress(Exception):

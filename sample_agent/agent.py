@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 from livekit.agents import (
+    NOT_GIVEN,
     Agent,
     AgentServer,
     AgentSession,
@@ -62,7 +63,7 @@ def build_server(settings: Settings) -> AgentServer:
         job_executor_type=JobExecutorType(settings.job_executor),
         num_idle_processes=settings.num_idle_processes,
         load_fnc=functools.partial(call_load, max_calls=settings.max_calls),
-        load_threshold=1.0,
+        load_threshold=FULL_LOAD,
         job_memory_warn_mb=settings.job_memory_warn_mb,
         drain_timeout=settings.drain_timeout,
         host=settings.http_host,
@@ -78,16 +79,24 @@ def build_server(settings: Settings) -> AgentServer:
     return server
 
 
+# livekit-server offers a job only to workers whose reported load is below its agents
+# `target_load` (0.7 unless configured); above it the dispatch finds no worker and is dropped
+# ("failed to send job request: no response from servers"). So all AGENT_MAX_CALLS calls in use
+# reads as exactly that: reporting 1.0 for full would stop the offers at 70% of the calls.
+FULL_LOAD = 0.7
+
+
 def call_load(server: AgentServer, max_calls: int) -> float:
-    """The worker's load as the share of AGENT_MAX_CALLS in use; full (1.0) refuses jobs."""
-    return min(1.0, len(server.active_jobs) / max_calls)
+    """The worker's load: the share of AGENT_MAX_CALLS in use, scaled so full is FULL_LOAD."""
+    return FULL_LOAD * min(1.0, len(server.active_jobs) / max_calls)
 
 
 def prewarm(proc: JobProcess, settings: Settings) -> None:
     """Give the job process (or thread) its models; every call it serves reuses them."""
     started = time.perf_counter()
     turn_vad, models = _process_models(settings)
-    proc.userdata["vad"] = turn_vad
+    if turn_vad is not None:
+        proc.userdata["vad"] = turn_vad
     if models is not None:
         proc.userdata["models"] = models
     logger.info(
@@ -101,15 +110,18 @@ def prewarm(proc: JobProcess, settings: Settings) -> None:
 
 
 _models_lock = threading.Lock()
-_models: tuple[vad.VAD, OfflineModels | None] | None = None
+_models: tuple[vad.VAD | None, OfflineModels | None] | None = None
 
 
-def _process_models(settings: Settings) -> tuple[vad.VAD, OfflineModels | None]:
+def _process_models(settings: Settings) -> tuple[vad.VAD | None, OfflineModels | None]:
     """The VAD and offline models of this OS process, loaded on first use.
 
     A job process serves one call, so this loads once per call; job threads (thread executor)
-    all share the first thread's copy instead of loading ~250 MB and ~3 s of CPU each."""
+    all share the first thread's copy instead of loading ~250 MB and ~3 s of CPU each.
+    A text-only agent hears and speaks no audio: it loads nothing."""
     global _models
+    if settings.text_only:
+        return None, None
     with _models_lock:
         loaded = _models
         if loaded is None:
@@ -137,6 +149,8 @@ class SampleAgent(Agent):
 
 def turn_handling(settings: Settings) -> TurnHandlingOptions:
     """VAD-only turn handling: nothing here calls LiveKit's cloud inference."""
+    if settings.text_only:  # each chat message is a whole turn: nothing to detect
+        return {"turn_detection": "manual", "interruption": {"enabled": False}}
     return {
         "turn_detection": "vad",
         "endpointing": {"mode": "fixed", "min_delay": settings.silence_seconds},
@@ -152,14 +166,14 @@ async def entrypoint(ctx: JobContext, settings: Settings) -> None:
     profile = profile_from_job_metadata(ctx.job.metadata)
     pipeline = build_pipeline(settings, profile, ctx.proc.userdata.get("models"))
     session: AgentSession[None] = AgentSession(
-        stt=pipeline.stt,
+        stt=pipeline.stt or NOT_GIVEN,  # text-only: no STT, no TTS
         llm=pipeline.llm,
-        tts=pipeline.tts,
-        vad=ctx.proc.userdata["vad"],
+        tts=pipeline.tts or NOT_GIVEN,
+        vad=ctx.proc.userdata.get("vad"),
         turn_handling=turn_handling(settings),
     )
     _log_turns(session)
-    _log_speech_metrics(pipeline.stt, pipeline.tts)
+    _log_speech_metrics(*(p for p in (pipeline.stt, pipeline.tts) if p is not None))
 
     @session.on("close")
     def _on_close(ev: CloseEvent) -> None:

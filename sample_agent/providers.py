@@ -37,17 +37,19 @@ def load_offline_models(settings: Settings) -> OfflineModels:
 
 @dataclass(frozen=True)
 class Pipeline:
-    stt: stt.STT
+    stt: stt.STT | None  # None in text-only mode: no audio in or out
     llm: llm.LLM
-    tts: tts.TTS
+    tts: tts.TTS | None
 
 
 def build_pipeline(
     settings: Settings, profile: CallProfile, models: OfflineModels | None
 ) -> Pipeline:
-    """The three plugins for one call under `settings.provider`."""
+    """The three plugins for one call under `settings.provider` (text-only: the LLM alone)."""
     if settings.provider == "openai":
         return _openai_pipeline(settings)
+    if settings.text_only:
+        return Pipeline(stt=None, llm=ScriptedLLM(profile), tts=None)
     if models is None:
         raise RuntimeError("offline provider selected but the offline models were not loaded")
     from sample_agent.speech import OfflineSTT, OfflineTTS
@@ -78,9 +80,12 @@ def _openai_pipeline(settings: Settings) -> Pipeline:
             "tts": settings.openai_tts_model,
         },
     )
+    model = openai.LLM(model=settings.openai_llm_model, api_key=key)
+    if settings.text_only:
+        return Pipeline(stt=None, llm=model, tts=None)
     return Pipeline(
         stt=openai.STT(model=settings.openai_stt_model, api_key=key),
-        llm=openai.LLM(model=settings.openai_llm_model, api_key=key),
+        llm=model,
         tts=openai.TTS(
             model=settings.openai_tts_model, voice=settings.openai_tts_voice, api_key=key
         ),

@@ -111,14 +111,16 @@ def harness_config_for(livekit_server: LiveKitServer) -> Callable[..., HarnessCo
 
 @pytest.fixture(scope="session")
 def harness_load_agent(stack: LocalStack, livekit_server: LiveKitServer) -> AgentWorker:
-    """A second sample-agent worker sized for the 10-call test: one warm process per call,
-    because a worker with fewer idle processes than simultaneous dispatches loses jobs."""
+    """A second sample-agent worker sized for the 10-call text-mode test: text-only (its job
+    processes load no speech models) and a warm process per call plus a margin, because
+    livekit-agents counts each accepted job not yet running as 1/idle of the worker's load."""
     return stack.start_agent(
         livekit_server,
         HARNESS_LOAD_AGENT,
         env={
             "AGENT_PROVIDER": "offline",
-            "AGENT_IDLE_PROCESSES": str(HARNESS_LOAD_CALLS),
+            "AGENT_TEXT_ONLY": "1",
+            "AGENT_IDLE_PROCESSES": str(HARNESS_LOAD_CALLS + 2),
             "AGENT_MAX_CALLS": str(HARNESS_LOAD_CALLS + 2),
         },
         timeout=240.0,

@@ -184,10 +184,16 @@ def test_worker_load_counts_calls_not_machine_cpu() -> None:
     def server(jobs: int) -> Any:
         return SimpleNamespace(active_jobs=[object()] * jobs)
 
+    from sample_agent.agent import FULL_LOAD
+
     assert call_load(server(0), max_calls=3) == 0.0
-    assert call_load(server(2), max_calls=3) == pytest.approx(2 / 3)
-    assert call_load(server(3), max_calls=3) == 1.0  # full: the worker stops taking jobs
-    assert call_load(server(5), max_calls=3) == 1.0
+    assert call_load(server(2), max_calls=3) == pytest.approx(FULL_LOAD * 2 / 3)
+    # full at exactly livekit-server's default agents target_load, never before it: the server
+    # offers no job to a worker at or above it
+    assert FULL_LOAD == 0.7
+    assert call_load(server(49), max_calls=50) < 0.7
+    assert call_load(server(3), max_calls=3) == pytest.approx(0.7)
+    assert call_load(server(5), max_calls=3) == pytest.approx(0.7)
 
 
 def test_job_executor_and_text_only_settings() -> None:
@@ -218,3 +224,12 @@ def test_script_choice_from_variant_alias_or_persona() -> None:
     assert script_for(CallProfile(persona="support-agent", variant="sales")).name == "sales"
     assert agent_name(CallProfile(persona="ava")) == "Ava"
     assert agent_name(CallProfile(persona="support-agent")) == "Sam"
+
+
+async def test_text_only_pipeline_is_the_llm_alone() -> None:
+    """A text-only agent neither hears nor speaks: no STT or TTS is built, no model is needed."""
+    settings = load_settings({"AGENT_TEXT_ONLY": "1"})
+    pipeline = build_pipeline(settings, profile_from_job_metadata(""), None)
+    assert pipeline.stt is None and pipeline.tts is None
+    assert isinstance(pipeline.llm, ScriptedLLM)
+    await pipeline.llm.aclose()

@@ -25,7 +25,6 @@ from client_harness.metrics import (
     END_COMPLETED,
     STEP_AGENT_JOIN,
     STEP_CONNECT,
-    STEP_CONVERSATION,
     STEP_TOKEN,
     SimulationResult,
 )
@@ -213,7 +212,7 @@ async def test_ten_concurrent_simulations_complete(
     config = harness_config_for(
         server, livekit_agent_name=HARNESS_LOAD_AGENT, agent_join_timeout=60
     )
-    # Ten agents starting at once on two cores greet late: wait for the greeting generously,
+    # Ten agents starting at once on two cores can greet late: wait for the greeting generously,
     # or a late greeting is taken for the answer to the first turn.
     scenario = Scenario(
         name="text-booking",
@@ -228,20 +227,11 @@ async def test_ten_concurrent_simulations_complete(
         count=HARNESS_LOAD_CALLS,
         concurrency=HARNESS_LOAD_CALLS,
     )
-    # Every simulation must get through the platform's steps: token, connect, agent joined.
-    assert all(r.failed_step in (None, STEP_CONVERSATION) for r in run.results), [
-        (r.index, r.failed_step, r.error, r.diagnosis) for r in run.results
-    ]
     assert len({r.room_name for r in run.results}) == HARNESS_LOAD_CALLS
-    # Known defect (issue 4): in text mode under this load the harness occasionally misses one
-    # lk.transcription text that the agent's own log shows it sent (a greeting in one CI run, an
-    # answer in another). Allow one such miss in ten; everything else is asserted in full.
-    missed = [r for r in run.results if not r.ok or not _greeted_first(r)]
-    assert len(missed) <= 1, [(r.index, r.error, [t.agent_text for t in r.turns]) for r in missed]
     for result in run.results:
-        if result in missed:
-            continue
+        assert result.ok, (result.index, result.failed_step, result.error, result.diagnosis)
         assert result.end_reason == END_COMPLETED
+        assert _greeted_first(result), [(u.start, u.text) for u in result.agent_utterances]
         assert all(t.expectation_met for t in result.turns), [t.agent_text for t in result.turns]
 
 
