@@ -1,39 +1,33 @@
 """Client-harness load benchmark against the real local stack (not a test: prints and writes JSON).
 
 For each concurrency level (default 1, 10, 50 — 50 is the platform's maximum) it starts a fresh
-sample-agent worker sized for the level, runs that many simulations at once through the harness,
-and reports: success rate, p50/p95 of token request → agent joined, p50/p95 of the first response
-latency, and CPU seconds (harness + livekit-server + token server + agent worker, every process)
-per simulated minute.
+sample-agent worker sized for the level, runs that many simulations through the harness, and
+reports: success rate, the peak number of simulations in progress at once, p50/p95 of token
+request → agent joined (and of caller connected → agent joined), p50/p95 of the first response
+latency, and CPU seconds per simulated minute (harness + livekit-server + token server + agent
+workers, every process; the JSON splits it by part).
 
 Modes (the load-heavy parts run lighter, as the issue allows):
 - level 1: `voice` — the full spoken booking call: caller TTS, agent STT+TTS, harness VAD + STT.
-- levels >1: `text` — caller turns on lk.chat, replies read from lk.transcription, and the agent
-  runs text-only (AGENT_TEXT_ONLY=1: no audio track either way, no STT or TTS); the harness
-  decodes no audio. Speech for 50 callers on 2 cores is not what this measures.
-- levels >1: the agent worker also runs with AGENT_JOB_EXECUTOR=thread — every call a thread of
-  the worker's one process, sharing one copy of the VAD and offline models — instead of the
-  default one job process per call (~250 MB PSS and ~3 s of CPU loading models each: 50 of them
-  on 2 cores cannot all start, and the agents join late or never). Level 1 keeps the default
-  process executor, as deployed. Not enough for 50 on 2 cores: one Python process (one GIL)
-  then runs ~65 event loops, its worker loop answers LiveKit's job requests late and some are
-  never dispatched ("failed to send job request" / "no worker is available" in the server log).
-With the process executor the worker keeps one warm (prewarmed) job process per simulated call
-when memory allows: it refills its idle pool as calls take processes (so a burst of N calls
-briefly needs ~2N processes), and a worker with fewer idle processes than simultaneous
-dispatches loses jobs in a burst. That pool is capped so the agent stays within
---agent-memory-share of the memory available (the machine is shared); the table says when the
-cap bit. With the thread executor a warm job thread needs no models of its own and a new one is
-ready in milliseconds; THREAD_IDLE_JOBS of them are kept warm.
+- levels >1: `text` — caller turns on lk.chat, replies read from lk.transcription; the agent runs
+  text-only (AGENT_TEXT_ONLY=1: no audio track either way, no speech models loaded, so a job
+  process is ~17 MB instead of ~350) with the default process executor, one process per call,
+  with a warm process per call plus IDLE_MARGIN, and livekit-agents' event-loop monitor off
+  (LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS=0: a 20 ms heartbeat and a watchdog thread per process).
+  `--text-executor thread` runs calls as threads of several worker processes instead; under load
+  its rooms sometimes never finish connecting (livekit rtc FFI, see the closing note of issue 4).
+- `--ramps 0 30`: each text level once per value, the starts all at once (0, a burst) or spread
+  evenly over that many seconds; `--caller-pause` makes calls long enough to overlap.
 
-    uv run python bench/harness_load.py                 # 1, 10, 50
-    uv run python bench/harness_load.py --levels 1 10   # a subset
+    uv run python bench/harness_load.py                                  # 1, 10, 50, bursts
+    uv run python bench/harness_load.py --levels 1 10 50 --ramps 0 30 --caller-pause 10
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import re
@@ -60,19 +54,19 @@ RESULTS = ROOT / "bench" / "results"
 AGENT_NAME = "bench-harness-agent"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-# Warm job threads (thread executor). Too few and a burst is refused: with no call running yet,
-# livekit-agents estimates each accepted job's load as 1/num_idle_processes, so more than that
-# many accepted-not-started jobs mark the worker full (the harness joins 10 at a time). Too
-# many and their event loops (50 idle + 50 busy threads in one process) starve the worker's own
-# loop: room connects stall and job requests go unanswered.
+# Warm job threads (thread executor, --text-executor thread). With no call running yet,
+# livekit-agents estimates each accepted job's load as (load threshold)/num_idle_processes, so
+# more accepted-not-started jobs than that mark the worker full; too many idle threads and their
+# event loops starve the worker's own loop.
 THREAD_IDLE_JOBS = 15
-# Calls per thread-executor worker process at text levels: one process (one GIL, one FFI
-# runtime) for ~50 calls answers job requests late; several smaller workers spread the load and
-# give livekit-server another worker to try when one is briefly full.
+# Calls per thread-executor worker process: one process (one GIL, one FFI runtime) for ~50 calls
+# answers job requests late; several smaller workers spread the load.
 CALLS_PER_THREAD_WORKER = 10
-PSS_PER_IDLE_PROCESS_MB = 260
-PSS_PER_TEXT_PROCESS_MB = 60  # a text-only job process loads no models (measured ~17 MB PSS)
-IDLE_MARGIN = 5  # measured ~200 MB; with margin, used to refuse levels that won't fit
+PSS_PER_IDLE_PROCESS_MB = 260  # a voice job process with its models: measured ~200 MB, + margin
+PSS_PER_TEXT_PROCESS_MB = 60  # a text-only job process loads no models: measured ~17 MB
+# Warm processes beyond the calls at text levels: the same accepted-not-started estimate as above
+# means exactly `level` idle processes read as full before the burst's last job is accepted.
+IDLE_MARGIN = 5
 
 TEXT_SCENARIO = scenario_from_dict(
     {
@@ -82,6 +76,7 @@ TEXT_SCENARIO = scenario_from_dict(
         "max_duration_seconds": 240,
         "turns": [
             {"say": "Hi, I would like to book a table for four people on Friday at seven."},
+            {"say": "Can I also ask about your opening hours?"},
             {"say": "Great, thank you. Goodbye."},
         ],
     }
@@ -177,6 +172,8 @@ async def run_level(
     memory_share: float,
     calls_per_worker: int,
     text_executor: str,
+    ramp_s: float,
+    caller_pause_s: float,
 ) -> dict[str, Any]:
     mode = "voice" if level == 1 else "text"
     executor = "process" if level == 1 else text_executor
@@ -214,12 +211,14 @@ async def run_level(
     groups = {"livekit-server": [livekit.process.pid], "token-server": [token_server.process.pid]}
     groups["agent workers"] = worker_groups
     cpu0 = {name: sum(group_cpu_seconds(g) for g in pids) for name, pids in groups.items()}
+    text_scenario = dataclasses.replace(TEXT_SCENARIO, pause_before_reply_seconds=caller_pause_s)
     run = await run_many(
         config,
-        voice_scenario if mode == "voice" else TEXT_SCENARIO,
+        voice_scenario if mode == "voice" else text_scenario,
         RunOptions(mode=mode, record_dir=None),
         count=level,
         concurrency=level,
+        ramp_seconds=ramp_s,
     )
     stack_cpu_by = {
         name: sum(group_cpu_seconds(g) for g in pids) - cpu0[name] for name, pids in groups.items()
@@ -237,6 +236,9 @@ async def run_level(
     ]
     return {
         "concurrency": level,
+        "ramp_s": ramp_s,
+        "caller_pause_s": caller_pause_s if mode == "text" else None,
+        "peak_concurrency": run.peak_concurrency,
         "mode": mode,
         "agent_job_executor": executor,
         "agent_workers": workers_n,
@@ -342,8 +344,8 @@ def fmt(value: float | None, unit: str = "") -> str:
 
 def table(rows: list[dict[str, Any]]) -> str:
     head = (
-        f"{'conc':>4} {'exec':>7} {'idle':>4} {'mode':>5} {'success':>8} "
-        f"{'join p50':>9} {'join p95':>9} "
+        f"{'conc':>4} {'ramp':>5} {'peak':>4} {'exec':>7} {'idle':>4} {'mode':>5} {'success':>8} "
+        f"{'join p50':>9} {'join p95':>9} {'from conn p95':>13} "
         f"{'1st resp p50':>12} {'1st resp p95':>12} {'CPU s/sim-min':>13} {'harness':>8} "
         f"{'wall s':>7}"
     )
@@ -354,19 +356,25 @@ def table(rows: list[dict[str, Any]]) -> str:
             continue
         join, first = r["agent_join_from_token_request_s"], r["first_response_latency_s"]
         lines.append(
-            f"{r['concurrency']:>4} {r['agent_job_executor']:>7} {r['agent_idle_processes']:>4} "
+            f"{r['concurrency']:>4} {r['ramp_s']:>5.0f} {r['peak_concurrency']:>4} "
+            f"{r['agent_job_executor']:>7} {r['agent_idle_processes']:>4} "
             f"{r['mode']:>5} "
             f"{r['success_rate']:>8.0%} {fmt(join['p50']):>9} "
-            f"{fmt(join['p95']):>9} {fmt(first['p50']):>12} {fmt(first['p95']):>12} "
+            f"{fmt(join['p95']):>9} {fmt(r['agent_join_from_connect_s']['p95']):>13} "
+            f"{fmt(first['p50']):>12} {fmt(first['p95']):>12} "
             f"{fmt(r['cpu_s_per_simulated_minute']):>13} "
             f"{fmt(r['harness_cpu_s_per_simulated_minute']):>8} "
             f"{r['wall_s']:>7.1f}"
         )
     for r in rows:
         if r.get("failures_by_reason"):
-            lines.append(f"  {r['concurrency']}: failures {r['failures_by_reason']}")
+            lines.append(
+                f"  {r['concurrency']} (ramp {r['ramp_s']:g} s): failures {r['failures_by_reason']}"
+            )
     lines.append(
-        "join = token request sent → agent joined (s); 1st resp = caller's first turn → "
+        "ramp = the starts spread over this many s; peak = most simulations running at once; "
+        "join = token request sent → agent joined (s); from conn = caller connected → agent "
+        "joined; 1st resp = caller's first turn → "
         "agent's first audio (voice) / first transcript text (text); exec = the agent's "
         "job executor (process per call, or thread per call sharing one copy of the models)"
     )
@@ -390,6 +398,21 @@ async def main() -> None:
         type=float,
         default=0.45,
         help="largest share of available memory the agent's warm processes may take",
+    )
+    parser.add_argument(
+        "--ramps",
+        type=float,
+        nargs="*",
+        default=[0.0],
+        help="text levels: run once per value, the starts spread evenly over that many seconds "
+        "(0: all at once, as a burst)",
+    )
+    parser.add_argument(
+        "--caller-pause",
+        type=float,
+        default=3.0,
+        help="text levels: seconds the caller waits before each turn (longer calls overlap "
+        "more when the starts are spread)",
     )
     parser.add_argument(
         "--text-executor",
@@ -416,18 +439,21 @@ async def main() -> None:
         )
         join_server = stack.start_token_server(livekit, env={"DISPATCH_MODE": "none"})
         for level in args.levels:
-            row = await run_level(
-                stack,
-                livekit,
-                token_server,
-                level,
-                voice_scenario,
-                args.agent_memory_share,
-                args.calls_per_worker,
-                args.text_executor,
-            )
-            rows.append(row)
-            print(table([row]).splitlines()[2], flush=True)
+            for ramp in args.ramps if level > 1 else [0.0]:
+                row = await run_level(
+                    stack,
+                    livekit,
+                    token_server,
+                    level,
+                    voice_scenario,
+                    args.agent_memory_share,
+                    args.calls_per_worker,
+                    args.text_executor,
+                    ramp,
+                    args.caller_pause,
+                )
+                rows.append(row)
+                print(table([row]).splitlines()[2], flush=True)
         joins = []
         for level in args.join_levels:
             joins.append(await join_capacity(livekit, join_server, level))

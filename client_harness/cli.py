@@ -79,8 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run simulations and report")
     _add_config_flags(run)
     run.add_argument("--scenario", type=Path, default=DEFAULT_SCENARIO)
-    run.add_argument("--count", type=int, default=1)
-    run.add_argument("--concurrency", type=int, default=1)
+    run.add_argument("--count", type=_at_least_one, default=1)
+    run.add_argument("--concurrency", type=_at_least_one, default=1)
     run.add_argument("--mode", choices=MODES, default="voice")
     run.add_argument("--no-transcribe", action="store_true", help="voice mode without STT")
     run.add_argument("--no-recording", action="store_true")
@@ -94,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_CONNECT_PARALLELISM,
         help="simulations joining at the same moment (each is timed from its own start)",
     )
+    run.add_argument(
+        "--ramp-seconds",
+        type=_not_negative,
+        default=0.0,
+        help="spread the starts evenly over this many seconds (default: all at once)",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress line or transcript")
 
     sub.add_parser("demo", help="start the local stack and run one call (see demo --help)")
@@ -102,6 +108,20 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--audio-wait", type=float, default=15.0)
     check.add_argument("--json", action="store_true", help="print the steps as JSON too")
     return parser
+
+
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _not_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
 
 
 def _progress(done: int, total: int, failed: int, elapsed: float) -> None:
@@ -136,6 +156,7 @@ async def _run(args: argparse.Namespace, config: HarnessConfig) -> int:
         concurrency=args.concurrency,
         progress=None if args.quiet else _progress,
         connect_parallelism=args.connect_parallelism,
+        ramp_seconds=args.ramp_seconds,
     )
     summary = summarize(run.results)
     meta: dict[str, Any] = {
@@ -143,6 +164,8 @@ async def _run(args: argparse.Namespace, config: HarnessConfig) -> int:
         "mode": args.mode,
         "count": args.count,
         "concurrency": args.concurrency,
+        "ramp_seconds": args.ramp_seconds,
+        "peak_concurrency": run.peak_concurrency,
         "wall_s": run.wall_s,
         "harness_cpu_s": run.cpu_s,
         "config": config.redacted(),

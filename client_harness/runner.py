@@ -32,6 +32,7 @@ class RunResult:
     wall_s: float
     cpu_s: float  # this process (the harness) only
     concurrency: int
+    peak_concurrency: int = 0  # most simulations past their start at the same moment
     extra: dict[str, object] = field(default_factory=dict)
 
     @property
@@ -49,14 +50,17 @@ async def run_many(
     speech: Speech | None = None,
     progress: Progress | None = None,
     connect_parallelism: int = DEFAULT_CONNECT_PARALLELISM,
+    ramp_seconds: float = 0.0,
 ) -> RunResult:
+    """`ramp_seconds` spreads the starts evenly over that time (simulation i starts at
+    i * ramp_seconds / count) instead of starting them all at once."""
     speech = speech or Speech(transcribe=options.mode == "voice" and options.transcribe)
     if options.mode == "voice":
         await asyncio.to_thread(speech.warm_up, [t.say for t in scenario.turns])
     semaphore = asyncio.Semaphore(max(1, concurrency))
     connect_slots = asyncio.Semaphore(max(1, connect_parallelism))
     results: list[SimulationResult | None] = [None] * count
-    done = failed = 0
+    done = failed = active = peak = 0
     started, cpu_started = time.monotonic(), time.process_time()
     limits = httpx.Limits(
         max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4
@@ -65,8 +69,12 @@ async def run_many(
     async with httpx.AsyncClient(limits=limits) as client:
 
         async def one(index: int) -> None:
-            nonlocal done, failed
+            nonlocal done, failed, active, peak
+            if ramp_seconds > 0 and count > 1:
+                await asyncio.sleep(index * ramp_seconds / count)
             async with semaphore:
+                active += 1
+                peak = max(peak, active)
                 try:
                     result = await run_simulation(
                         config, scenario, options, speech, client, index, connect_slots
@@ -74,6 +82,8 @@ async def run_many(
                 except Exception as exc:  # a harness bug must not hide the other results
                     result = SimulationResult(index, "", options.mode, scenario.name)
                     result.fail(STEP_CONVERSATION, f"harness error: {type(exc).__name__}: {exc}")
+                finally:
+                    active -= 1
             results[index] = result
             done += 1
             failed += 0 if result.ok else 1
@@ -86,4 +96,5 @@ async def run_many(
         wall_s=time.monotonic() - started,
         cpu_s=time.process_time() - cpu_started,
         concurrency=concurrency,
+        peak_concurrency=peak,
     )

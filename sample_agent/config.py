@@ -38,7 +38,10 @@ class Settings:
     """AGENT_JOB_EXECUTOR: `process` (one job process per call, the framework's default: a call
     that crashes or leaks takes nothing else down) or `thread` (every call a thread of the
     worker's one process, sharing one copy of the models: no per-call process start or model
-    load, ~250 MB less per call; for load runs on a small machine, see bench/harness_load.py)."""
+    load, ~250 MB less per call). Measured with livekit 1.1.21: with ~10 calls starting at once
+    in one process, a call's room now and then never finishes connecting (the agent joins on
+    the server, its Python side never sees the connect, and leaves ~15 s later); use `process`
+    unless you have measured otherwise."""
     text_only: bool = False
     """AGENT_TEXT_ONLY: take caller turns only as text (`lk.chat`) and answer only as text
     (`lk.transcription`): no audio track in either direction, no STT or TTS. For text-mode load

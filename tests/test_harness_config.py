@@ -213,3 +213,30 @@ def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
 
 def test_validate_accepts_defaults_plus_required() -> None:
     assert validate(HarnessConfig(**GOOD)) == []
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (["--count", "0"], "--count: must be at least 1, got 0"),
+        (["--concurrency", "-3"], "--concurrency: must be at least 1, got -3"),
+        (["--ramp-seconds", "-1"], "--ramp-seconds: must be 0 or more, got -1"),
+        (["--ramp-seconds", "nan"], "--ramp-seconds: must be 0 or more, got nan"),
+    ],
+)
+def test_run_flags_out_of_range_are_refused(
+    flags: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from client_harness.cli import build_parser
+
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["run", *flags])
+    assert exit_info.value.code == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_run_flags_in_range_are_kept() -> None:
+    from client_harness.cli import build_parser
+
+    args = build_parser().parse_args(["run", "--count", "50", "--ramp-seconds", "12.5"])
+    assert (args.count, args.concurrency, args.ramp_seconds) == (50, 1, 12.5)

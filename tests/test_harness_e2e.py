@@ -228,6 +228,7 @@ async def test_ten_concurrent_simulations_complete(
         concurrency=HARNESS_LOAD_CALLS,
     )
     assert len({r.room_name for r in run.results}) == HARNESS_LOAD_CALLS
+    assert run.peak_concurrency == HARNESS_LOAD_CALLS  # all ten were in progress at once
     for result in run.results:
         assert result.ok, (result.index, result.failed_step, result.error, result.diagnosis)
         assert result.end_reason == END_COMPLETED
