@@ -95,8 +95,7 @@ def prewarm(proc: JobProcess, settings: Settings) -> None:
     """Give the job process (or thread) its models; every call it serves reuses them."""
     started = time.perf_counter()
     turn_vad, models = _process_models(settings)
-    if turn_vad is not None:
-        proc.userdata["vad"] = turn_vad
+    proc.userdata["vad"] = turn_vad  # None for a text-only agent: it hears no audio
     if models is not None:
         proc.userdata["models"] = models
     logger.info(
@@ -169,7 +168,7 @@ async def entrypoint(ctx: JobContext, settings: Settings) -> None:
         stt=pipeline.stt or NOT_GIVEN,  # text-only: no STT, no TTS
         llm=pipeline.llm,
         tts=pipeline.tts or NOT_GIVEN,
-        vad=ctx.proc.userdata.get("vad"),
+        vad=ctx.proc.userdata["vad"],
         turn_handling=turn_handling(settings),
     )
     _log_turns(session)

@@ -179,12 +179,10 @@ async def test_openai_provider_swaps_all_three_plugins() -> None:
 def test_worker_load_counts_calls_not_machine_cpu() -> None:
     from types import SimpleNamespace
 
-    from sample_agent.agent import call_load
+    from sample_agent.agent import FULL_LOAD, call_load
 
     def server(jobs: int) -> Any:
         return SimpleNamespace(active_jobs=[object()] * jobs)
-
-    from sample_agent.agent import FULL_LOAD
 
     assert call_load(server(0), max_calls=3) == 0.0
     assert call_load(server(2), max_calls=3) == pytest.approx(FULL_LOAD * 2 / 3)
