@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -17,10 +18,12 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from token_server.auth import authenticate
 from token_server.config import DispatchMode, Settings, load_settings
 from token_server.dispatch import Dispatcher, dispatch_metadata
+from token_server.dispatch_follow import DispatchFollower
 from token_server.errors import ApiError
 from token_server.request_log import RequestLogMiddleware
 from token_server.token_request import MAX_BODY_BYTES, TokenRequest, parse_body, parse_token_request
@@ -62,6 +65,26 @@ def _agent_for(settings: Settings, request: TokenRequest) -> str | None:
     return request.agent.agent_name
 
 
+class _AnswerResponse(JSONResponse):
+    """The token answer; if it cannot be delivered, `undo` withdraws the dispatch made for it, so
+    no agent is sent into a room whose caller never got a token."""
+
+    def __init__(self, body: dict[str, Any], undo: Callable[[str], Awaitable[None]]) -> None:
+        super().__init__(body, headers=_NO_STORE)
+        self._undo = undo
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except BaseException as exc:
+            await asyncio.shield(self._undo(f"the answer was not delivered: {type(exc).__name__}"))
+            raise
+
+
+async def _no_undo(_: str) -> None:
+    return None
+
+
 async def issue_token(request: Request) -> Response:
     settings: Settings = request.app.state.settings
     log: dict[str, Any] = request.scope["state"]["log"]
@@ -71,30 +94,46 @@ async def issue_token(request: Request) -> Response:
 
     agent_name = _agent_for(settings, token_request)
     identity = participant_identity(token_request)
+    room = token_request.room_name
 
+    # Everything that can refuse the request runs before anything is dispatched.
     room_dispatch = None
-    dispatch_id = None
-    if agent_name and settings.dispatch_mode is DispatchMode.API:
-        dispatcher: Dispatcher = request.app.state.dispatcher
-        metadata = dispatch_metadata(settings, token_request, identity)
-        result = await dispatcher.ensure_dispatched(token_request.room_name, agent_name, metadata)
-        dispatch_id = result.dispatch_id
-        log["dispatch_id"] = dispatch_id
-        log["dispatch"] = "created" if result.created else "existing"
-    elif agent_name and settings.dispatch_mode is DispatchMode.TOKEN:
+    if agent_name and settings.dispatch_mode is DispatchMode.TOKEN:
         metadata = dispatch_metadata(settings, token_request, identity)
         room_dispatch = api.RoomAgentDispatch(agent_name=agent_name, metadata=metadata)
         log["dispatch"] = "token"
-
     token = mint_token(settings, token_request, identity, room_dispatch)
+
+    dispatch_id = None
+    undo = _no_undo
+    if agent_name and settings.dispatch_mode is DispatchMode.API:
+        dispatcher: Dispatcher = request.app.state.dispatcher
+        follower: DispatchFollower | None = request.app.state.follower
+        metadata = dispatch_metadata(settings, token_request, identity)
+        result = await dispatcher.ensure_dispatched(room, agent_name, metadata)
+        dispatch_id = result.dispatch_id
+        log["dispatch_id"] = dispatch_id
+        log["dispatch"] = "created" if result.created else "existing"
+        if result.created:
+            undo = functools.partial(_withdraw, dispatcher, follower, room, agent_name, dispatch_id)
+            if follower is not None:
+                follower.follow(room, agent_name, metadata, dispatch_id)
+        followed = follower is not None and follower.dispatch_id(room, agent_name) is not None
+        if settings.dispatch_strict and follower is not None and followed:
+            await _wait_taken(settings, follower, room, agent_name, undo, log)
+        if await request.is_disconnected():
+            await undo("the caller hung up before the answer")
+            log["outcome"] = "caller_gone"
+            return Response(status_code=499)
+
     body: dict[str, Any] = {
         "token": token,
         "participant_token": token,
         "participantToken": token,
         "serverUrl": settings.livekit_public_url,
         "server_url": settings.livekit_public_url,
-        "room_name": token_request.room_name,
-        "roomName": token_request.room_name,
+        "room_name": room,
+        "roomName": room,
         "participant_identity": identity,
         "participant_name": token_request.participant_name,
         "participantName": token_request.participant_name,
@@ -103,7 +142,58 @@ async def issue_token(request: Request) -> Response:
         body["agent_name"] = agent_name
     if dispatch_id:
         body["dispatch_id"] = dispatch_id
-    return JSONResponse(body, headers=_NO_STORE)
+    return _AnswerResponse(body, undo)
+
+
+async def _withdraw(
+    dispatcher: Dispatcher,
+    follower: DispatchFollower | None,
+    room: str,
+    agent_name: str,
+    dispatch_id: str,
+    reason: str,
+) -> None:
+    """Take back a dispatch whose token never reached its caller."""
+    logger.warning("withdrawing dispatch %s of room %r: %s", dispatch_id, room, reason)
+    if follower is not None and follower.dispatch_id(room, agent_name) is not None:
+        await follower.withdraw(room, agent_name, reason)
+        return
+    with contextlib.suppress(Exception):
+        await dispatcher.delete(room, dispatch_id)
+
+
+async def _wait_taken(
+    settings: Settings,
+    follower: DispatchFollower,
+    room: str,
+    agent_name: str,
+    undo: Callable[[str], Awaitable[None]],
+    log: dict[str, Any],
+) -> None:
+    """Strict mode: answer only once a worker has taken the job, else 503 saying why."""
+    timeout = settings.dispatch_strict_timeout_seconds
+    fate = await follower.wait_taken(room, agent_name, timeout)
+    if fate is not None and fate.taken:
+        log["dispatch"] = f"taken after {fate.dispatches} dispatch(es)"
+        return
+    if fate is None:
+        dispatches, observed = follower.explain(room, agent_name)
+        await undo(f"strict mode: no worker took the job within {timeout:g}s")
+    else:
+        dispatches, observed = fate.dispatches, fate.reason
+    if observed.startswith("the worker took the job and it failed"):
+        code = "agent_job_failed"
+    elif observed.startswith(("LiveKit API", "dispatching again failed")):
+        code = "livekit_unavailable"
+    else:
+        code = "agent_unavailable"
+    raise ApiError(
+        503,
+        code,
+        f"no worker took the job for agent {agent_name!r} within {timeout:g}s "
+        f"({dispatches} dispatch(es)): {observed}",
+        headers={"Retry-After": "5"},
+    )
 
 
 async def healthz(_: Request) -> Response:
@@ -165,10 +255,16 @@ def create_app(settings: Settings) -> Starlette:
             timeout=aiohttp.ClientTimeout(total=settings.dispatch_timeout_seconds),
         )
         app.state.lkapi = lkapi
-        app.state.dispatcher = Dispatcher(settings, lkapi)
+        app.state.dispatcher = dispatcher = Dispatcher(settings, lkapi)
+        app.state.follower = None
+        if settings.dispatch_mode is DispatchMode.API and settings.dispatch_retry:
+            app.state.follower = DispatchFollower(settings, lkapi, dispatcher)
+            app.state.follower.start()
         try:
             yield
         finally:
+            if app.state.follower is not None:
+                await app.state.follower.close()
             await lkapi.aclose()
 
     app = Starlette(

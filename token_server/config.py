@@ -41,6 +41,14 @@ class Settings:
     allow_no_auth: bool = False
     token_ttl_seconds: int = 15 * 60
     dispatch_timeout_seconds: float = 5.0
+    # Following each dispatch until a worker takes its job (livekit-server offers a job once):
+    dispatch_retry: bool = True
+    dispatch_retry_deadline_seconds: float = 120.0
+    dispatch_retry_max_interval_seconds: float = 1.0
+    dispatch_retry_rate: float = 50.0  # re-dispatches per second, at most, across all rooms
+    dispatch_max_followed: int = 10_000
+    dispatch_strict: bool = False
+    dispatch_strict_timeout_seconds: float = 10.0
     path: str = "/livekit/token"
     host: str = "127.0.0.1"
     port: int = 8888
@@ -84,8 +92,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             return kind(default)
         return value
 
-    def flag(name: str) -> bool:
+    def flag(name: str, default: bool = False) -> bool:
         raw = get(name).lower()
+        if not raw:
+            return default
         if raw in _TRUE:
             return True
         if raw not in _FALSE:
@@ -140,6 +150,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     elif path in {"/healthz", "/readyz"}:
         problems.append(f"TOKEN_SERVER_PATH={path!r} clashes with a health route")
 
+    retry = flag("DISPATCH_RETRY", default=True)
+    strict = flag("DISPATCH_STRICT")
+    if strict and mode is not DispatchMode.API:
+        problems.append(
+            f"DISPATCH_STRICT=1 needs DISPATCH_MODE=api (with {mode.value} the endpoint cannot "
+            "see whether a worker took the job)"
+        )
+    if strict and not retry:
+        problems.append("DISPATCH_STRICT=1 needs DISPATCH_RETRY=1 (strict mode waits on it)")
+
     log_level = get("TOKEN_SERVER_LOG_LEVEL", "info").lower()
     if log_level not in {"debug", "info", "warning", "error"}:
         problems.append(
@@ -159,6 +179,19 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         allow_no_auth=allow_no_auth,
         token_ttl_seconds=number("TOKEN_TTL_SECONDS", "900", int, 60, 24 * 3600),
         dispatch_timeout_seconds=number("DISPATCH_TIMEOUT_SECONDS", "5", float, 0.1, 60),
+        dispatch_retry=retry,
+        dispatch_retry_deadline_seconds=number(
+            "DISPATCH_RETRY_DEADLINE_SECONDS", "120", float, 1, 3600
+        ),
+        dispatch_retry_max_interval_seconds=number(
+            "DISPATCH_RETRY_MAX_INTERVAL_SECONDS", "1", float, 0.25, 60
+        ),
+        dispatch_retry_rate=number("DISPATCH_RETRY_RATE", "50", float, 1, 10_000),
+        dispatch_max_followed=number("DISPATCH_MAX_FOLLOWED", "10000", int, 1, 1_000_000),
+        dispatch_strict=strict,
+        dispatch_strict_timeout_seconds=number(
+            "DISPATCH_STRICT_TIMEOUT_SECONDS", "10", float, 0.5, 300
+        ),
         path=path,
         host=get("TOKEN_SERVER_HOST", "127.0.0.1"),
         port=number("TOKEN_SERVER_PORT", "8888", int, 1, 65535),

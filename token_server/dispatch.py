@@ -2,7 +2,8 @@
 
 A worker registered under an agent name is never auto-dispatched: unless something dispatches it,
 the platform waits for an agent that never joins. Dispatching here, before the token is returned,
-means the agent is on its way by the time the caller connects.
+means the agent is on its way by the time the caller connects. Whether a worker then takes the
+job is `dispatch_follow`'s concern.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,13 +66,48 @@ class _RoomLocks:
                 self._locks[room] = (lock, users - 1)
 
 
+@contextlib.contextmanager
+def livekit_errors(settings: Settings, what: str) -> Iterator[None]:
+    """LiveKit API failures as the endpoint's errors: 504 slow, 502 refused or unreachable."""
+    try:
+        yield
+    except TimeoutError:
+        raise ApiError(
+            504,
+            "livekit_timeout",
+            f"LiveKit did not answer the {what} within {settings.dispatch_timeout_seconds:g}s",
+        ) from None
+    except ServerError as exc:
+        raise ApiError(
+            502,
+            "dispatch_refused",
+            f"LiveKit refused the {what}: {exc.code} {exc.message}".strip(),
+        ) from None
+    except (aiohttp.ClientError, OSError) as exc:
+        raise ApiError(
+            502,
+            "livekit_unreachable",
+            f"could not reach LiveKit at {settings.livekit_url}: {type(exc).__name__}: {exc}",
+        ) from None
+
+
+# Asked before the server: the dispatch of a room this process is still following, if any.
+FollowedLookup = Callable[[str, str], str | None]
+
+
 class Dispatcher:
-    """Idempotent CreateDispatch over one long-lived LiveKitAPI client."""
+    """Idempotent CreateDispatch over one long-lived LiveKitAPI client.
+
+    Every call here costs the same whatever the number of rooms on the server: CreateRoom (which
+    CreateDispatch itself runs) makes the room exist, so ListDispatch answers at once instead of
+    stalling ~3 s on an unknown room; ListRooms, which scans every room, is never used.
+    """
 
     def __init__(self, settings: Settings, lkapi: api.LiveKitAPI) -> None:
         self._settings = settings
         self._api = lkapi
         self._locks = _RoomLocks()
+        self.followed: FollowedLookup = lambda room, agent_name: None
 
     async def ensure_dispatched(self, room: str, agent_name: str, metadata: str) -> DispatchResult:
         """Dispatch `agent_name` to `room` unless a dispatch of it is already there.
@@ -80,44 +116,42 @@ class Dispatcher:
         cannot create two agents. Across several worker processes a retry arriving within the same
         few milliseconds could still race; the platform retries sequentially, which this covers.
         """
-        try:
+        with livekit_errors(self._settings, "agent dispatch"):
             async with asyncio.timeout(self._settings.dispatch_timeout_seconds):
                 async with self._locks.hold(room):
-                    for existing in await self._list(room):
+                    followed = self.followed(room, agent_name)
+                    if followed is not None:
+                        return DispatchResult(followed, created=False)
+                    await self._api.room.create_room(api.CreateRoomRequest(name=room))
+                    for existing in await self._api.agent_dispatch.list_dispatch(room):
                         if existing.agent_name == agent_name:
                             return DispatchResult(existing.id, created=False)
-                    created = await self._api.agent_dispatch.create_dispatch(
-                        api.CreateAgentDispatchRequest(
-                            agent_name=agent_name, room=room, metadata=metadata
-                        )
-                    )
-                    return DispatchResult(created.id, created=True)
-        except TimeoutError:
-            raise ApiError(
-                504,
-                "livekit_timeout",
-                f"LiveKit did not answer the agent dispatch within "
-                f"{self._settings.dispatch_timeout_seconds:g}s",
-            ) from None
-        except ServerError as exc:
-            raise ApiError(
-                502,
-                "dispatch_refused",
-                f"LiveKit refused the agent dispatch: {exc.code} {exc.message}".strip(),
-            ) from None
-        except (aiohttp.ClientError, OSError) as exc:
-            raise ApiError(
-                502,
-                "livekit_unreachable",
-                f"could not reach LiveKit at {self._settings.livekit_url}: "
-                f"{type(exc).__name__}: {exc}",
-            ) from None
+                    created = await self._create(room, agent_name, metadata)
+                    return DispatchResult(created, created=True)
 
-    async def _list(self, room: str) -> list[api.AgentDispatch]:
-        # ListDispatch on a room that does not exist yet stalls ~3 s in livekit-server v1.13 and
-        # then fails "no response from servers"; ListRooms answers at once. The platform's rooms
-        # are fresh UUIDs, so this is the common path.
-        rooms = await self._api.room.list_rooms(api.ListRoomsRequest(names=[room]))
-        if not rooms.rooms:
-            return []
-        return await self._api.agent_dispatch.list_dispatch(room)
+    async def redispatch(self, room: str, agent_name: str, metadata: str, old_id: str) -> str:
+        """Replace a dispatch no worker took with a new one, which livekit-server offers afresh.
+
+        The new one is created before the old one is deleted, so another process checking the
+        room in between always finds a dispatch and never adds a second. Deleting the old one
+        makes livekit-server terminate its job should a worker accept it late: the room never
+        keeps two agents."""
+        async with self._locks.hold(room):
+            new_id = await self._create(room, agent_name, metadata)
+            await self.delete(room, old_id)
+            return new_id
+
+    async def delete(self, room: str, dispatch_id: str) -> None:
+        """Remove a dispatch (and, in livekit-server, any job it started); gone already is fine."""
+        async with asyncio.timeout(self._settings.dispatch_timeout_seconds):
+            try:
+                await self._api.agent_dispatch.delete_dispatch(dispatch_id, room)
+            except ServerError as exc:
+                if exc.code != "not_found":
+                    raise
+
+    async def _create(self, room: str, agent_name: str, metadata: str) -> str:
+        created = await self._api.agent_dispatch.create_dispatch(
+            api.CreateAgentDispatchRequest(agent_name=agent_name, room=room, metadata=metadata)
+        )
+        return str(created.id)
