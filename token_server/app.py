@@ -15,7 +15,7 @@ from livekit.api.twirp_client import ServerError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -41,11 +41,16 @@ async def _read_body(request: Request) -> bytes:
         raise ApiError(413, "body_too_large", f"request body is over {MAX_BODY_BYTES} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise ApiError(413, "body_too_large", f"request body is over {MAX_BODY_BYTES} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise ApiError(
+                    413, "body_too_large", f"request body is over {MAX_BODY_BYTES} bytes"
+                )
+            chunks.append(chunk)
+    except ClientDisconnect:  # nothing was done for it yet; nobody is left to answer
+        raise ApiError(499, "client_disconnected", "the caller hung up mid-request") from None
     return b"".join(chunks)
 
 
@@ -126,6 +131,25 @@ async def issue_token(request: Request) -> Response:
             log["outcome"] = "caller_gone"
             return Response(status_code=499)
 
+    try:
+        return _AnswerResponse(
+            _answer(settings, token_request, identity, token, agent_name, dispatch_id), undo
+        )
+    except BaseException:
+        await undo("the answer could not be built")
+        raise
+
+
+def _answer(
+    settings: Settings,
+    token_request: TokenRequest,
+    identity: str,
+    token: str,
+    agent_name: str | None,
+    dispatch_id: str | None,
+) -> dict[str, Any]:
+    """Every spelling of each field the platform and LiveKit's SDKs accept."""
+    room = token_request.room_name
     body: dict[str, Any] = {
         "token": token,
         "participant_token": token,
@@ -142,7 +166,7 @@ async def issue_token(request: Request) -> Response:
         body["agent_name"] = agent_name
     if dispatch_id:
         body["dispatch_id"] = dispatch_id
-    return _AnswerResponse(body, undo)
+    return body
 
 
 async def _withdraw(

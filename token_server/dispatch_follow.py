@@ -38,7 +38,10 @@ logger = logging.getLogger("token_server.dispatch")
 
 FIRST_CHECK_SECONDS = 0.25  # after a dispatch: most jobs are taken (or dropped) by then
 CHECK_SECONDS = 0.25  # between looks at a dispatch not yet judged
-MIN_ATTEMPT_SECONDS = 0.5  # a dispatch gets this long before it is replaced
+# A dispatch gets this long before it is replaced. A job a worker accepted shows on the dispatch
+# within ~0.25 s, or its agent joins within ~0.5 s from a warm process; replacing sooner could
+# send a second agent after one that was merely slow to show.
+MIN_ATTEMPT_SECONDS = 1.0
 BACKOFF = 1.5
 AGENT_NAME_ATTRIBUTE = "lk.agent.name"
 _TAKEN_STATUSES = (agent_proto.JS_PENDING, agent_proto.JS_RUNNING, agent_proto.JS_SUCCESS)

@@ -64,6 +64,10 @@ def parse_body(raw: bytes) -> dict[str, Any]:
         body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise bad_request("invalid_json", f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise bad_request("invalid_json", "request body is nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer past Python's digit limit
+        raise bad_request("invalid_json", f"request body is not usable JSON: {exc}") from None
     if not isinstance(body, dict):
         raise bad_request(
             "invalid_body", f"request body must be a JSON object, got {type(body).__name__}"
@@ -86,18 +90,21 @@ def _check_name(field_name: str, value: Any, max_len: int) -> str:
         raise bad_request("invalid_field", f"{field_name} must be a string")
     if not value.strip():
         raise bad_request(f"invalid_{field_name}", f"{field_name} must not be empty")
-    if len(value) > max_len:
-        raise bad_request(
-            f"invalid_{field_name}",
-            f"{field_name} is {len(value)} characters; the limit is {max_len}",
-        )
     # isprintable() is False for every character the precise check below refuses (and a few
     # more, e.g. non-breaking spaces): a C-speed pass first, the per-character one only then.
+    # Cs: a lone surrogate (JSON's "\ud800") is no character at all and cannot be UTF-8 encoded.
     if not value.isprintable() and any(
-        unicodedata.category(ch) in {"Cc", "Cf", "Zl", "Zp"} for ch in value
+        unicodedata.category(ch) in {"Cc", "Cf", "Cs", "Zl", "Zp"} for ch in value
     ):
         raise bad_request(
-            f"invalid_{field_name}", f"{field_name} contains control or invisible characters"
+            f"invalid_{field_name}",
+            f"{field_name} contains control, invisible or unpaired surrogate characters",
+        )
+    size = len(value) if value.isascii() else len(value.encode())
+    if size > max_len:  # LiveKit counts UTF-8 bytes
+        raise bad_request(
+            f"invalid_{field_name}",
+            f"{field_name} is {size} bytes in UTF-8; the limit is {max_len}",
         )
     return value
 
