@@ -126,20 +126,8 @@ class Dispatcher:
                     for existing in await self._api.agent_dispatch.list_dispatch(room):
                         if existing.agent_name == agent_name:
                             return DispatchResult(existing.id, created=False)
-                    created = await self._create(room, agent_name, metadata)
+                    created = await self.create(room, agent_name, metadata)
                     return DispatchResult(created, created=True)
-
-    async def redispatch(self, room: str, agent_name: str, metadata: str, old_id: str) -> str:
-        """Replace a dispatch no worker took with a new one, which livekit-server offers afresh.
-
-        The new one is created before the old one is deleted, so another process checking the
-        room in between always finds a dispatch and never adds a second. Deleting the old one
-        makes livekit-server terminate its job should a worker accept it late: the room never
-        keeps two agents."""
-        async with self._locks.hold(room):
-            new_id = await self._create(room, agent_name, metadata)
-            await self.delete(room, old_id)
-            return new_id
 
     async def delete(self, room: str, dispatch_id: str) -> None:
         """Remove a dispatch (and, in livekit-server, any job it started); gone already is fine."""
@@ -150,7 +138,8 @@ class Dispatcher:
                 if exc.code != "not_found":
                     raise
 
-    async def _create(self, room: str, agent_name: str, metadata: str) -> str:
+    async def create(self, room: str, agent_name: str, metadata: str) -> str:
+        """A new dispatch, which livekit-server offers to the workers afresh."""
         created = await self._api.agent_dispatch.create_dispatch(
             api.CreateAgentDispatchRequest(agent_name=agent_name, room=room, metadata=metadata)
         )

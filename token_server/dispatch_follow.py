@@ -37,12 +37,16 @@ from token_server.dispatch import Dispatcher
 logger = logging.getLogger("token_server.dispatch")
 
 FIRST_CHECK_SECONDS = 0.25  # after a dispatch: most jobs are taken (or dropped) by then
-CHECK_SECONDS = 0.25  # between looks at a dispatch not yet judged
-# A dispatch gets this long before it is replaced. A job a worker accepted shows on the dispatch
-# within ~0.25 s, or its agent joins within ~0.5 s from a warm process; replacing sooner could
-# send a second agent after one that was merely slow to show.
+CHECK_SECONDS = 0.25  # between looks at a room still waiting for its agent
+# How long a dispatch gets before another is added beside it. A job a worker accepted usually
+# shows on its dispatch within ~0.25 s and its agent joins within ~0.5 s from a warm process.
 MIN_ATTEMPT_SECONDS = 1.0
 BACKOFF = 1.5
+# After this long, a dispatch listed with no job has none and never will: livekit-server records
+# a job on its dispatch only once its launch returns, which waits out the server's refresh of
+# registered agent names (5 s, whenever a worker registers and once a minute) plus the job
+# request itself (psrpc's 3 s). Until then "no job listed" may mean "taken, not yet listed".
+SETTLED_SECONDS = 8.5
 AGENT_NAME_ATTRIBUTE = "lk.agent.name"
 _TAKEN_STATUSES = (agent_proto.JS_PENDING, agent_proto.JS_RUNNING, agent_proto.JS_SUCCESS)
 
@@ -52,7 +56,7 @@ class FateKind(enum.StrEnum):
     EXPIRED = "expired"  # the deadline passed with no worker taking it
     CALLER_LEFT = "caller_left"  # the caller joined, then left before any agent came
     ROOM_CLOSED = "room_closed"  # the room no longer exists on the server
-    REMOVED = "removed"  # someone else deleted the dispatch
+    REMOVED = "removed"  # someone else deleted the dispatches
     CANCELLED = "cancelled"  # the endpoint withdrew it (strict-mode timeout, answer not sent)
     SHUTDOWN = "shutdown"  # the token server stopped while following it
 
@@ -70,20 +74,61 @@ class Fate:
         return self.kind is FateKind.TAKEN
 
 
+@dataclass(frozen=True)
+class RoomView:
+    """One look at a followed room: our dispatches as listed, and who is in the room."""
+
+    listed: frozenset[str]  # our dispatch ids the server still lists
+    taken: dict[str, str]  # dispatch id -> identity of the agent its accepted job sends
+    failed: str  # the error of a job that failed, if any
+    agents: dict[str, int]  # identity -> joined at (ms) of agents of this name in the room
+    callers: int  # participants that are not agents
+
+
+def keep_and_surplus(
+    attempts: dict[str, float], view: RoomView, now: float
+) -> tuple[str | None, list[str], bool]:
+    """Once an agent came: which dispatch to keep, which to delete now, and whether all are settled.
+
+    Dispatches beside the kept one go once they are known to be surplus: taken too (a second agent:
+    livekit-server removes it from the room when its dispatch is deleted) or settled with no job.
+    The kept one is the dispatch whose agent joined first: the one the caller met."""
+    taken = [d for d in attempts if d in view.taken]
+    keep = None
+    if taken:
+        joined = [(view.agents.get(view.taken[d], 2**62), attempts[d], d) for d in taken]
+        keep = min(joined)[2]
+    surplus = [
+        d
+        for d in attempts
+        if d != keep and (d in view.taken or now - attempts[d] >= SETTLED_SECONDS)
+    ]
+    if keep is not None:
+        settled = len(attempts) - len(surplus) == 1
+    else:  # an agent came but no job is listed yet: settled once the listing can be trusted
+        settled = all(now - at >= SETTLED_SECONDS for at in attempts.values())
+    return keep, surplus, settled
+
+
 @dataclass(eq=False)
 class _Followed:
     room: str
     agent_name: str
     metadata: str
-    dispatch_id: str
     started: float
-    dispatched_at: float
+    attempts: dict[str, float]  # dispatch id -> when it was created, oldest first
     interval: float = MIN_ATTEMPT_SECONDS
-    dispatches: int = 1
     caller_seen: bool = False
-    job_error: str = ""
+    kept: str | None = None  # once taken: the dispatch whose agent stays
     problem: str = "no worker has taken the job yet"
+    job_error: str = ""
+    created: int = 1  # dispatches made for this room so far
     fate: asyncio.Future[Fate] = field(default_factory=lambda: _loop().create_future())
+
+    @property
+    def dispatch_id(self) -> str:
+        """The dispatch a retried token request is told about: the kept one, else the newest."""
+        return self.kept or next(reversed(self.attempts))
 
 
 def _loop() -> asyncio.AbstractEventLoop:
@@ -116,7 +161,15 @@ class _RateLimit:
 
 
 class DispatchFollower:
-    """One loop per process following every dispatch this process created, bounded in number."""
+    """One loop per process following every dispatch this process created, bounded in number.
+
+    A room waits in two phases. Until an agent comes, each look lists the room's dispatches and
+    participants; when no worker took the job within the attempt interval, another dispatch is
+    added beside the first (with backoff), and dispatches settled with no job are deleted. Once an
+    agent came the fate is known (strict mode answers then), and the room is looked at until every
+    dispatch beside the kept one is settled: a second agent, possible when a slow-to-show job was
+    dispatched again, is removed then, and the caller keeps the agent it met first.
+    """
 
     def __init__(
         self, settings: Settings, lkapi: api.LiveKitAPI, dispatcher: Dispatcher, parallel: int = 16
@@ -161,12 +214,12 @@ class DispatchFollower:
                     agent_name=agent_name,
                     dispatch_id=dispatch_id,
                     reason=f"already following DISPATCH_MAX_FOLLOWED="
-                    f"{self._settings.dispatch_max_followed} dispatches",
+                    f"{self._settings.dispatch_max_followed} rooms",
                 )
             )
             return False
         now = time.monotonic()
-        followed = _Followed(room, agent_name, metadata, dispatch_id, now, now)
+        followed = _Followed(room, agent_name, metadata, now, {dispatch_id: now})
         self._followed[key] = followed
         self._schedule(followed, now + FIRST_CHECK_SECONDS)
         return True
@@ -187,10 +240,10 @@ class DispatchFollower:
         followed = self._followed.get((room, agent_name))
         if followed is None:
             return 0, ""
-        return followed.dispatches, followed.job_error or followed.problem
+        return followed.created, followed.job_error or followed.problem
 
     async def withdraw(self, room: str, agent_name: str, reason: str) -> None:
-        """Stop following and delete the dispatch: nobody will use this room's token."""
+        """Stop following and delete the dispatches: nobody will use this room's token."""
         followed = self._followed.get((room, agent_name))
         if followed is not None:
             await self._finish(followed, FateKind.CANCELLED, reason, delete=True)
@@ -238,62 +291,103 @@ class DispatchFollower:
             logger.exception("dispatch follow step failed", exc_info=exc)
             followed.problem = f"follow step failed: {type(exc).__name__}: {exc}"
             next_at = time.monotonic() + followed.interval
-        if next_at is not None and not followed.fate.done():
+        key = (followed.room, followed.agent_name)
+        if next_at is not None and self._followed.get(key) is followed:
             self._schedule(followed, next_at)
 
     async def _look(self, followed: _Followed) -> float | None:
-        """One look at a followed dispatch; returns when to look next (None: finished)."""
+        """One look at a followed room; returns when to look next (None: done with it)."""
         settings = self._settings
         now = time.monotonic()
-        if now - followed.started >= settings.dispatch_retry_deadline_seconds:
+        waiting = not followed.fate.done()
+        if waiting and now - followed.started >= settings.dispatch_retry_deadline_seconds:
             reason = followed.job_error or followed.problem
             await self._finish(followed, FateKind.EXPIRED, reason, delete=True)
             return None
         try:
             async with asyncio.timeout(settings.dispatch_timeout_seconds):
-                listed = await self._job_state(followed)
-                if listed is None:
-                    await self._finish(followed, FateKind.TAKEN, "a worker accepted the job")
-                    return None
-                if listed is False:
-                    await self._finish(
-                        followed, FateKind.REMOVED, "the dispatch is no longer listed"
-                    )
-                    return None
-                if now - followed.dispatched_at < followed.interval:
-                    return min(now + CHECK_SECONDS, followed.dispatched_at + followed.interval)
-                # No job after a fair wait: look at the room before dispatching again.
-                in_room = await self._participants(followed)
-                if in_room == "agent":
-                    await self._finish(followed, FateKind.TAKEN, "its agent is in the room")
-                    return None
-                if in_room == "left":
-                    await self._finish(
-                        followed,
-                        FateKind.CALLER_LEFT,
-                        "the caller left before an agent came",
-                        delete=True,
-                    )
-                    return None
+                view = await self._view(followed)
         except _RoomGone as exc:
             await self._finish(followed, FateKind.ROOM_CLOSED, str(exc))
             return None
         except (TimeoutError, ServerError, aiohttp.ClientError, OSError) as exc:
             followed.problem = f"LiveKit API: {_describe(exc)}"
             return time.monotonic() + followed.interval
+        for gone in [d for d in followed.attempts if d not in view.listed]:
+            del followed.attempts[gone]
+        if view.failed:
+            followed.job_error = f"the worker took the job and it failed: {view.failed}"
 
+        if not waiting or view.taken or view.agents:
+            return await self._settle(followed, view, now)
+        if not followed.attempts:
+            await self._finish(followed, FateKind.REMOVED, "its dispatches are no longer listed")
+            return None
+        if view.callers:
+            followed.caller_seen = True
+        elif followed.caller_seen:
+            await self._finish(
+                followed, FateKind.CALLER_LEFT, "the caller left before an agent came", delete=True
+            )
+            return None
+        followed.problem = (
+            "no worker took the job: none is registered under this agent name, or every one is "
+            "at its load threshold (livekit-server's log says which)"
+        )
+        # dispatches settled with no job are inert: delete them, all but the newest
+        newest_id = next(reversed(followed.attempts))
+        await self._delete(
+            followed,
+            [
+                d
+                for d, at in followed.attempts.items()
+                if d != newest_id and now - at >= SETTLED_SECONDS
+            ],
+        )
+        newest = max(followed.attempts.values())
+        if now - newest < followed.interval:
+            return min(now + CHECK_SECONDS, newest + followed.interval)
+        return await self._dispatch_again(followed)
+
+    async def _settle(self, followed: _Followed, view: RoomView, now: float) -> float | None:
+        """An agent came: the fate is known; remove what is surplus until nothing is unsettled."""
+        keep, surplus, settled = keep_and_surplus(followed.attempts, view, now)
+        if keep is not None:
+            followed.kept = keep
+        if not followed.fate.done():
+            how = "a worker accepted the job" if view.taken else "its agent is in the room"
+            self._resolve(followed, FateKind.TAKEN, how)
+        duplicates = [d for d in surplus if d in view.taken]
+        if duplicates:
+            logger.warning(
+                _line(
+                    "dispatch_duplicate_removed",
+                    room=followed.room,
+                    agent_name=followed.agent_name,
+                    kept=keep,
+                    removed=duplicates,
+                )
+            )
+        await self._delete(followed, surplus)
+        if settled:
+            self._forget(followed)
+            return None
+        return now + CHECK_SECONDS * 4
+
+    async def _dispatch_again(self, followed: _Followed) -> float:
         await self._rate.take()
+        settings = self._settings
         try:
             async with asyncio.timeout(settings.dispatch_timeout_seconds):
-                new_id = await self._dispatcher.redispatch(
-                    followed.room, followed.agent_name, followed.metadata, followed.dispatch_id
+                new_id = await self._dispatcher.create(
+                    followed.room, followed.agent_name, followed.metadata
                 )
         except (TimeoutError, ServerError, aiohttp.ClientError, OSError) as exc:
             followed.problem = f"dispatching again failed: {_describe(exc)}"
             return time.monotonic() + followed.interval
-        followed.dispatch_id = new_id
-        followed.dispatches += 1
-        followed.dispatched_at = time.monotonic()
+        now = time.monotonic()
+        followed.attempts[new_id] = now
+        followed.created += 1
         followed.interval = min(
             followed.interval * BACKOFF, settings.dispatch_retry_max_interval_seconds
         )
@@ -303,13 +397,12 @@ class DispatchFollower:
                 room=followed.room,
                 agent_name=followed.agent_name,
                 dispatch_id=new_id,
-                dispatches=followed.dispatches,
+                dispatches=followed.created,
             )
         )
-        return followed.dispatched_at + FIRST_CHECK_SECONDS
+        return now + FIRST_CHECK_SECONDS
 
-    async def _job_state(self, followed: _Followed) -> bool | None:
-        """None: a worker took the job. True: listed, no job yet. False: no longer listed."""
+    async def _view(self, followed: _Followed) -> RoomView:
         try:
             dispatches = await self._api.agent_dispatch.list_dispatch(followed.room)
         except ServerError as exc:
@@ -318,58 +411,57 @@ class DispatchFollower:
             if exc.code in {"not_found", "unavailable"}:
                 raise _RoomGone(f"the room is gone: {_describe(exc)}") from None
             raise
+        listed, taken, failed = set(), {}, ""
         for dispatch in dispatches:
-            if dispatch.id != followed.dispatch_id:
+            if dispatch.id not in followed.attempts:
                 continue
-            jobs = list(dispatch.state.jobs)
-            if any(job.state.status in _TAKEN_STATUSES for job in jobs):
-                return None
-            failed = [job.state.error for job in jobs if job.state.error]
-            if failed:
-                followed.job_error = f"the worker took the job and it failed: {failed[-1]}"
-            else:
-                followed.problem = (
-                    "no worker took the job: none is registered under this agent name, or "
-                    "every one is at its load threshold (livekit-server's log says which)"
-                )
-            return True
-        return False
-
-    async def _participants(self, followed: _Followed) -> str:
-        """'agent' when this agent is in the room, 'left' when the caller came and went."""
-        listed = await self._api.room.list_participants(
+            listed.add(dispatch.id)
+            for job in dispatch.state.jobs:
+                if job.state.status in _TAKEN_STATUSES:
+                    taken[dispatch.id] = job.state.participant_identity
+                elif job.state.error:
+                    failed = job.state.error
+        participants = await self._api.room.list_participants(
             api.ListParticipantsRequest(room=followed.room)
         )
-        callers = 0
-        for p in listed.participants:
-            if p.kind == models.ParticipantInfo.Kind.AGENT:
-                name = p.attributes.get(AGENT_NAME_ATTRIBUTE, followed.agent_name)
-                if name == followed.agent_name:
-                    return "agent"
-            else:
+        agents, callers = {}, 0
+        for p in participants.participants:
+            if p.kind != models.ParticipantInfo.Kind.AGENT:
                 callers += 1
-        if callers:
-            followed.caller_seen = True
-            return "caller"
-        return "left" if followed.caller_seen else "empty"
+            elif p.attributes.get(AGENT_NAME_ATTRIBUTE, followed.agent_name) == followed.agent_name:
+                agents[p.identity] = p.joined_at_ms or p.joined_at * 1000
+        return RoomView(frozenset(listed), taken, failed, agents, callers)
+
+    async def _delete(self, followed: _Followed, dispatch_ids: list[str]) -> None:
+        for dispatch_id in dispatch_ids:
+            try:
+                await self._dispatcher.delete(followed.room, dispatch_id)
+            except (TimeoutError, ServerError, aiohttp.ClientError, OSError) as exc:
+                followed.problem = f"deleting a dispatch failed: {_describe(exc)}"
+                continue
+            followed.attempts.pop(dispatch_id, None)
+
+    def _forget(self, followed: _Followed) -> None:
+        key = (followed.room, followed.agent_name)
+        if self._followed.get(key) is followed:
+            del self._followed[key]
 
     async def _finish(
         self, followed: _Followed, kind: FateKind, reason: str, delete: bool = False
     ) -> None:
-        key = (followed.room, followed.agent_name)
-        if self._followed.get(key) is followed:
-            del self._followed[key]
-        if followed.fate.done():
-            return
+        self._forget(followed)
         if delete:
-            try:
-                await self._dispatcher.delete(followed.room, followed.dispatch_id)
-            except (TimeoutError, ServerError, aiohttp.ClientError, OSError) as exc:
-                reason += f" (deleting the dispatch failed: {_describe(exc)})"
+            await self._delete(followed, list(followed.attempts))
+            if followed.attempts:
+                reason += f" ({followed.problem})"
+        if not followed.fate.done():
+            self._resolve(followed, kind, reason)
+
+    def _resolve(self, followed: _Followed, kind: FateKind, reason: str) -> None:
         fate = Fate(
             kind,
-            followed.dispatch_id,
-            followed.dispatches,
+            followed.dispatch_id if followed.attempts or followed.kept else "",
+            followed.created,
             round(time.monotonic() - followed.started, 3),
             reason,
         )
