@@ -93,3 +93,30 @@ def test_cli_refuses_to_start_and_names_each_problem() -> None:
     assert "TOKEN_SERVER_API_KEYS is empty" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert "s3cr3t" not in proc.stderr + proc.stdout
+
+
+def test_dispatch_follow_defaults_and_strict_mode() -> None:
+    s = load_settings(GOOD)
+    assert s.dispatch_retry and not s.dispatch_strict
+    assert s.dispatch_retry_deadline_seconds == 120
+    s = load_settings({**GOOD, "DISPATCH_RETRY": "0"})
+    assert not s.dispatch_retry
+    s = load_settings({**GOOD, "DISPATCH_STRICT": "1", "DISPATCH_STRICT_TIMEOUT_SECONDS": "3"})
+    assert s.dispatch_strict and s.dispatch_strict_timeout_seconds == 3
+
+
+def test_strict_mode_needs_api_dispatch_that_is_followed() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(
+            {
+                **GOOD,
+                "DISPATCH_MODE": "token",
+                "DISPATCH_STRICT": "1",
+                "DISPATCH_RETRY": "maybe",
+                "DISPATCH_RETRY_DEADLINE_SECONDS": "0",
+            }
+        )
+    problems = "\n".join(err.value.problems)
+    assert "DISPATCH_STRICT=1 needs DISPATCH_MODE=api" in problems
+    assert "DISPATCH_RETRY='maybe'" in problems
+    assert "DISPATCH_RETRY_DEADLINE_SECONDS=0 is out of range" in problems
