@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import functools
 import os
 import random
@@ -120,6 +121,7 @@ class ChildProcess:
     def __init__(self, name: str, argv: list[str], env: Mapping[str, str], log_dir: Path) -> None:
         self.name = name
         self.argv = argv
+        self.env = dict(env)
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
@@ -324,6 +326,21 @@ class LocalStack:
             api_secret=api_secret,
             process=child,
         )
+
+    def restart_livekit(self, server: LiveKitServer, timeout: float = 30.0) -> LiveKitServer:
+        """Start `server`'s livekit-server again, same binary, ports, keys and config, once its
+        process has stopped (a test killed it); returns the new handle (same URLs, new process).
+        Clients that were connected reconnect to it as they would to a crashed-and-restarted one."""
+        old = server.process
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            old.proc.wait(5)  # a signal just sent may take a moment to land
+        if old.alive():
+            raise StackError(f"{old.name} is still running: stop or kill it before restarting it")
+        self.stop(old)  # reaps it and closes its log, which is kept
+        restarts = sum(1 for c in self._children if c.name.startswith(f"{old.name}-restart"))
+        child = self.spawn(f"{old.name}-restart{restarts + 1}", old.argv, old.env)
+        child.wait_http(server.http_url + "/", timeout)
+        return dataclasses.replace(server, process=child)
 
     def start_token_server(
         self,

@@ -14,6 +14,7 @@ Read top to bottom:
 4. `SampleAgent` greets first; the session then answers every caller turn and publishes the
    transcript (`lk.transcription`) and its state (`lk.agent.state`) on its own.
 5. When the caller leaves, the session closes and the job ends, so the agent leaves the room.
+   So does a job whose room livekit-server lost (it restarted): its slot is free again at once.
 
 Turn handling is VAD-based (silero, weights inside the plugin wheel): in development mode the
 framework's default turn detector and interruption detector would call LiveKit's cloud, and
@@ -30,6 +31,7 @@ import time
 from typing import Any
 
 import numpy as np
+from livekit import api
 from livekit.agents import (
     NOT_GIVEN,
     Agent,
@@ -49,6 +51,7 @@ from livekit.agents import (
 )
 from livekit.plugins import silero
 
+from sample_agent.capacity import FULL_LOAD, call_load, count_calls_exactly
 from sample_agent.config import Settings
 from sample_agent.metadata import CallProfile, profile_from_job_metadata
 from sample_agent.providers import OfflineModels, build_pipeline, load_offline_models
@@ -58,7 +61,9 @@ logger = logging.getLogger("sample_agent")
 
 
 def build_server(settings: Settings) -> AgentServer:
-    """The worker: one job process (or thread) per call, `num_idle_processes` of them warm."""
+    """The worker: one job process (or thread) per call, `num_idle_processes` of them warm,
+    AGENT_MAX_CALLS calls at once, counted exactly and reported promptly (sample_agent/capacity.py).
+    """
     server = AgentServer(
         job_executor_type=JobExecutorType(settings.job_executor),
         num_idle_processes=settings.num_idle_processes,
@@ -72,23 +77,12 @@ def build_server(settings: Settings) -> AgentServer:
         initialize_process_timeout=120.0,
         setup_fnc=functools.partial(prewarm, settings=settings),
     )
+    count_calls_exactly(server, settings.max_calls)
     # partial(), not a closure: the framework pickles the entrypoint into each job process
     server.rtc_session(
         functools.partial(entrypoint, settings=settings), agent_name=settings.agent_name
     )
     return server
-
-
-# livekit-server offers a job only to workers whose reported load is below its agents
-# `target_load` (0.7 unless configured); above it the dispatch finds no worker and is dropped
-# ("failed to send job request: no response from servers"). So all AGENT_MAX_CALLS calls in use
-# reads as exactly that: reporting 1.0 for full would stop the offers at 70% of the calls.
-FULL_LOAD = 0.7
-
-
-def call_load(server: AgentServer, max_calls: int) -> float:
-    """The worker's load: the share of AGENT_MAX_CALLS in use, scaled so full is FULL_LOAD."""
-    return FULL_LOAD * min(1.0, len(server.active_jobs) / max_calls)
 
 
 def prewarm(proc: JobProcess, settings: Settings) -> None:
@@ -183,6 +177,7 @@ async def entrypoint(ctx: JobContext, settings: Settings) -> None:
     # join now (the platform waits for the agent to appear), greet once the caller is here:
     # a greeting spoken into an empty room, or its transcript, would be lost
     await ctx.connect()
+    _end_job_when_room_is_gone(ctx)
     try:
         caller = await asyncio.wait_for(ctx.wait_for_participant(), settings.caller_timeout_seconds)
     except TimeoutError:
@@ -208,6 +203,44 @@ async def entrypoint(ctx: JobContext, settings: Settings) -> None:
         "call started",
         extra={"room": ctx.room.name, "caller": caller.identity, "variant": profile.variant},
     )
+
+
+def _end_job_when_room_is_gone(ctx: JobContext) -> None:
+    """End the call's job as soon as the room it was dispatched to no longer exists.
+
+    When livekit-server restarts (a crash, a deploy), its rooms are gone, but the job's room
+    connection reconnects on its own: into a new, empty room of the same name, created by that
+    very rejoin. Nobody will call into it, yet the job would hold its slot until that room's
+    empty timeout (~5 min), the worker reporting itself full all along. So after every
+    reconnect, ask the server whether the room with the dispatched sid is still there (one
+    ListRooms call by name; the SDK's own sid update can come late or not at all). A room that
+    stays unreachable ends the job already: the framework shuts a job down when its room
+    disconnects for good."""
+    dispatched_sid = ctx.job.room.sid
+    checks: set[asyncio.Task[None]] = set()
+
+    async def end_if_gone() -> None:
+        try:
+            found = await ctx.api.room.list_rooms(api.ListRoomsRequest(names=[ctx.room.name]))
+        except Exception as exc:  # the server is flapping: the next reconnect asks again
+            logger.warning("could not check the call's room", extra={"error": repr(exc)})
+            return
+        sids = [r.sid for r in found.rooms]
+        if dispatched_sid in sids:
+            return
+        logger.warning(
+            "the call's room is gone (livekit-server lost it); ending the job",
+            extra={"room": ctx.room.name, "dispatched_sid": dispatched_sid, "sids_now": sids},
+        )
+        ctx.shutdown(reason="room gone")
+
+    @ctx.room.on("reconnected")
+    def _on_reconnected() -> None:
+        if not dispatched_sid:  # a job without a room sid (a console or simulated job)
+            return
+        task = asyncio.create_task(end_if_gone())
+        checks.add(task)
+        task.add_done_callback(checks.discard)
 
 
 def _log_turns(session: AgentSession[Any]) -> None:

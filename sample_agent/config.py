@@ -47,14 +47,20 @@ class Settings:
     (`lk.transcription`): no audio track in either direction, no STT or TTS. For text-mode load
     runs: with many calls in one process (thread executor) every audio frame's event is handed
     to every call's room, so audio costs grow with the square of the calls."""
-    num_idle_processes: int = 1
-    """AGENT_IDLE_PROCESSES: job processes kept warm (models loaded) in `start` mode."""
     max_calls: int = 3
     """AGENT_MAX_CALLS: calls one worker takes at once before it reports itself full.
 
     Counted, not measured: the framework's default (machine CPU above 70%) flaps on a small
     shared machine and refuses dispatches because of other programs' load. Set it from
-    bench/agent_latency.py's concurrency figure for the machine."""
+    bench/agent_latency.py's concurrency figure for the machine. 3 is that figure on 2 cores: a
+    call in conversation costs ~0.2-0.27 of a core, but the turn latency's p95 stays under 2 s
+    only up to 3 calls in every run (4 calls: 1.88 s in one run, 4.05 s in another)."""
+    num_idle_processes: int = 3
+    """AGENT_IDLE_PROCESSES: job processes kept warm (models loaded) in `start` mode; defaults
+    to AGENT_MAX_CALLS, so every slot the worker advertises starts its call at once (a cold
+    process loads its models first: 1.6-7 s here). The framework warms only as many as there
+    are free slots, so this holds no more memory than full load does anyway (~350 MB RSS each
+    with the offline models; a text-only one loads none)."""
     job_memory_warn_mb: float = 1000
     drain_timeout: int = 60
     """AGENT_DRAIN_TIMEOUT: seconds a stopping worker waits for calls in progress."""
@@ -127,6 +133,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             f"AGENT_JOB_EXECUTOR={executor!r} must be one of {', '.join(JOB_EXECUTORS)}"
         )
     defaults = Settings()
+    max_calls = _int(env, "AGENT_MAX_CALLS", defaults.max_calls, minimum=1)
     silence = _float(env, "AGENT_SILENCE_SECONDS", defaults.silence_seconds, 0.2, 5.0)
     return Settings(
         agent_name=env.get("AGENT_NAME", "").strip() or defaults.agent_name,
@@ -138,8 +145,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         openai_tts_voice=env.get("OPENAI_TTS_VOICE", "").strip() or defaults.openai_tts_voice,
         job_executor=executor,  # checked against JOB_EXECUTORS above
         text_only=_flag(env, "AGENT_TEXT_ONLY"),
-        num_idle_processes=_int(env, "AGENT_IDLE_PROCESSES", defaults.num_idle_processes),
-        max_calls=_int(env, "AGENT_MAX_CALLS", defaults.max_calls, minimum=1),
+        num_idle_processes=_int(env, "AGENT_IDLE_PROCESSES", max_calls),
+        max_calls=max_calls,
         job_memory_warn_mb=_float(env, "AGENT_JOB_MEMORY_WARN_MB", 1000, 100, 1e6),
         drain_timeout=_int(env, "AGENT_DRAIN_TIMEOUT", defaults.drain_timeout),
         http_port=_int(env, "AGENT_HTTP_PORT", defaults.http_port),
