@@ -3,6 +3,10 @@
 Steps, in the platform's order: endpoint reachable (and https), JSON answer with a recognised
 token field, token claims sane, server URL scheme, WebSocket connect, agent joined in time,
 agent audio heard. The first failure stops the run; later steps are shown as skipped.
+
+The join and the wait for the agent, and the diagnosis when it does not come, are the very
+function `run` uses (`simulation.join_and_wait_for_agent`): a failure `run` reports, `check`
+reports with the same cause key (`StepResult.cause`).
 """
 
 from __future__ import annotations
@@ -13,14 +17,15 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import httpx
-from livekit import rtc
 
 from client_harness.claims import check_claims
 from client_harness.config import HarnessConfig
 from client_harness.conversation import Speech
+from client_harness.diagnosis import token_refusal_causes
+from client_harness.metrics import STEP_CONNECT
 from client_harness.recorder import Recorder
 from client_harness.session import AGENT_NAME_ATTR, CallRoom, Clock, kind_name
-from client_harness.simulation import connect_fix, diagnose_join_timeout
+from client_harness.simulation import join_and_wait_for_agent
 from client_harness.token_request import (
     TokenResult,
     build_token_request,
@@ -50,6 +55,7 @@ class StepResult:
     status: str
     detail: str
     fix: str = ""
+    cause: str = ""  # the diagnosed cause's stable key, when there is one
 
     def lines(self) -> list[str]:
         out = [f"[{self.status}] {self.step:<20} {self.detail}"]
@@ -74,8 +80,8 @@ async def run_check(
     options = options or CheckOptions()
     steps: list[StepResult] = []
 
-    def record(step: str, status: str, detail: str, fix: str = "") -> bool:
-        result = StepResult(step, status, detail, fix)
+    def record(step: str, status: str, detail: str, fix: str = "", cause: str = "") -> bool:
+        result = StepResult(step, status, detail, fix, cause)
         steps.append(result)
         if emit:
             emit(result)
@@ -123,7 +129,14 @@ async def run_check(
             record(STEPS[2], SKIP, "not checked (no usable server URL)")
             record(STEPS[3], FAIL, f"{exc.message}: {exc.detail}", exc.fix)
         else:
-            record(STEPS[1], FAIL, f"{exc.message}: {exc.detail}", exc.fix)
+            refusal = token_refusal_causes(answer.status_code, answer.content)
+            record(
+                STEPS[1],
+                FAIL,
+                f"{exc.message}: {exc.detail}",
+                refusal[0].fix if refusal else exc.fix,
+                refusal[0].key if refusal else "",
+            )
         return skip_rest()
     note = f"; warning: {'; '.join(response.warnings)}" if response.warnings else ""
     record(STEPS[1], PASS, f"token in field {response.token_field!r}{note}")
@@ -151,41 +164,42 @@ async def run_check(
     # 4. server URL
     record(STEPS[3], PASS, f"{response.server_url} (from {response.server_url_source})")
 
-    # 5–7. join, agent, audio
+    # 5–7. join, agent, audio: the same join/wait/diagnose as `run`.
     clock = Clock()
     room = CallRoom(clock, Recorder(), listen_audio=True)
+    token = TokenResult(request, response, answer.status_code, elapsed)
     try:
-        try:
-            await room.connect(response.server_url, response.token, options.connect_timeout)
-        except (rtc.ConnectError, TimeoutError, OSError) as exc:
-            text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-            record(
-                STEPS[4],
-                FAIL,
-                f"{response.server_url}: {text}",
-                connect_fix(text, response.server_url_source),
-            )
+        outcome = await join_and_wait_for_agent(
+            config,
+            token,
+            claims,
+            room,
+            room_name,
+            options.connect_timeout,
+            lambda: record(STEPS[4], PASS, f"joined room {room_name} as {room.identity}"),
+        )
+        if outcome.step == STEP_CONNECT:
+            record(STEPS[4], FAIL, outcome.error, outcome.fix)
             return skip_rest()
-        record(STEPS[4], PASS, f"joined room {room_name} as {room.identity}")
-
-        join_started = clock.now()
-        try:
-            agent = await room.wait_for_agent(config.agent_join_timeout)
-        except TimeoutError:
-            token = TokenResult(request, response, answer.status_code, elapsed)
-            causes = await diagnose_join_timeout(config, token, claims, room, room_name)
-            summary, _, fix = causes[0].partition("; fix: ")
+        agent = outcome.agent
+        if agent is None:
+            first = outcome.causes[0] if outcome.causes else None
             record(
                 STEPS[5],
                 FAIL,
-                f"no participant joined within {config.agent_join_timeout:g} s — {summary}",
-                fix,
+                f"no participant joined within {config.agent_join_timeout:g} s"
+                + (f" — {first.summary} ({first.evidence})" if first else ""),
+                outcome.fix,
+                outcome.cause or "",
             )
-            for extra in causes[1:]:
-                record_line = StepResult(STEPS[5], "INFO", f"also possible: {extra}")
+            for extra in outcome.causes[1:]:
+                record_line = StepResult(
+                    STEPS[5], "INFO", f"also possible: {extra.line()}", cause=extra.key
+                )
                 if emit:
                     emit(record_line)
             return skip_rest()
+        join_started = outcome.connected_at or 0.0
         waited = (room.agent_joined_at or join_started) - join_started
         name = agent.attributes.get(AGENT_NAME_ATTR)
         kind = kind_name(agent.kind)

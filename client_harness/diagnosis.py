@@ -1,25 +1,86 @@
-"""Why the agent did not join: match what was observed to the platform's troubleshooting causes.
+"""Who failed: match what was observed to the causes an agent never joins or a call ends.
 
 The platform's guide lists the usual reasons an agent never joins (dispatch never received, agent
 not running or not connected, token for the wrong room) and the most reported LiveKit one (a worker
-registered under an agent name is only dispatched explicitly, by that exact name). Each cause here
-is stated only when the evidence supports it, with the evidence and the fix.
+registered under an agent name is only dispatched explicitly, by that exact name). With the LiveKit
+server's API key the harness also sees the room's dispatches and their jobs, which is where
+livekit-server v1.13.5 leaves the trace of its own reason:
+
+- no dispatch of the named agent listed: nothing dispatched it to this room;
+- a named dispatch with an empty `state.jobs`: no worker took the job. livekit-server offers a job
+  once and drops it when no worker is registered under the name or every worker is full;
+- a job listed with status `JS_FAILED`: the worker took it and the job failed (its error is given);
+- a job listed running but no agent in the room: the worker took it and its agent never joined.
+
+Each cause is stated only when the evidence supports it, with the evidence and the fix, as a
+`Cause` whose `key` is stable (reports, tests and `check` key on it; nothing parses its text).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+
+# What livekit-server v1.13.5 logs when it drops a job (verified against its source, and psrpc
+# v0.7.2 which it uses for the job request). pkg/agent/client.go, no worker registered under the
+# name (its 1-minute cache of registered names says so):
+LOG_NO_WORKER_REGISTERED = "not dispatching agent job since no worker is available"
+# pkg/service/agentservice.go, workers registered but none available or every one refused:
+LOG_NO_WORKER_FOR_JOB = "no worker available to handle job"
+ERR_NO_CAPACITY = "no workers with sufficient capacity"
+# pkg/agent/client.go, the job request itself failed, with the error (one of the above, or psrpc's):
+LOG_JOB_REQUEST_FAILED = "failed to send job request"
+ERR_NO_SERVERS = "no servers available (received N responses)"  # every worker >= target_load
+ERR_NO_RESPONSE = "no response from servers"  # no node claimed the request within 1 s
+ERR_TIMED_OUT = "request timed out"  # the claimed request got no answer within 3 s
+
+JOB_FAILED = "JS_FAILED"
+
+# Cause keys (stable).
+ROOM_MISMATCH = "room_mismatch"
+AGENT_NAME_MISMATCH = "agent_name_mismatch"
+NO_DISPATCH = "no_dispatch"
+DISPATCH_NOT_LISTED = "dispatch_not_listed"
+NO_WORKER_TOOK_JOB = "no_worker_took_job"
+JOB_FAILED_KEY = "job_failed"
+AGENT_NEVER_JOINED = "agent_never_joined"
+TOKEN_DISPATCH_IGNORED = "token_dispatch_ignored"  # noqa: S105 - a cause key
+AGENT_NOT_RUNNING = "agent_not_running"
+DIAGNOSIS_INCOMPLETE = "diagnosis_incomplete"
+# The token endpoint's strict-mode error codes (HTTP 503): no worker took the job in time / the
+# worker took it and the job failed.
+AGENT_UNAVAILABLE = "agent_unavailable"
+AGENT_JOB_FAILED = "agent_job_failed"
 
 
 @dataclass(frozen=True)
 class Cause:
-    key: str  # stable: no_dispatch, agent_name_mismatch, worker_not_running, room_mismatch, ...
+    key: str  # stable: one of the keys above
     summary: str
     evidence: str
     fix: str
 
     def line(self) -> str:
         return f"{self.summary} ({self.evidence}); fix: {self.fix}"
+
+
+@dataclass(frozen=True)
+class ListedJob:
+    """A job in a dispatch's `state.jobs`: a worker accepted it (status as livekit-server lists
+    it; v1.13.5 records the state at assignment, so a running job may since have ended)."""
+
+    id: str
+    status: str  # JS_PENDING, JS_RUNNING, JS_SUCCESS, JS_FAILED, JS_CANCELLED
+    error: str = ""
+    participant_identity: str = ""
+    worker_id: str = ""
+
+
+@dataclass(frozen=True)
+class ListedDispatch:
+    agent_name: str  # "" for the automatic dispatch livekit-server adds to every new room
+    id: str = ""
+    jobs: tuple[ListedJob, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -35,19 +96,72 @@ class JoinObservation:
     token_room: str | None = None
     token_agents: tuple[str, ...] = ()  # roomConfig.agents[].agentName in the token
     # From the LiveKit server API, when the harness was given credentials (None = not looked).
-    listed_dispatches: tuple[str, ...] | None = None
+    listed_dispatches: tuple[ListedDispatch, ...] | None = None
     list_error: str | None = None
     non_agent_participants: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _names(dispatches: list[ListedDispatch]) -> str:
+    return ", ".join(repr(n) for n in sorted({d.agent_name for d in dispatches}))
+
+
+def _no_worker_took_job(dispatches: list[ListedDispatch], waited: float) -> Cause:
+    ids = ", ".join(d.id or "?" for d in dispatches)
+    many = f"{len(dispatches)} dispatches" if len(dispatches) > 1 else "dispatch"
+    return Cause(
+        NO_WORKER_TOOK_JOB,
+        "No worker took the job: livekit-server offered it once and dropped it",
+        f"{many} {ids} of {_names(dispatches)} listed with an empty state.jobs after "
+        f"{waited:.0f} s",
+        "either no worker is registered under that agent name (livekit-server logs "
+        f"{LOG_NO_WORKER_REGISTERED!r}): start a worker with exactly that agent_name against "
+        "this LiveKit server and check its log for 'registered worker'; or every registered "
+        f"worker was full (it logs {LOG_NO_WORKER_FOR_JOB!r} with {ERR_NO_CAPACITY!r}, or "
+        f"{LOG_JOB_REQUEST_FAILED!r} with {ERR_NO_SERVERS!r} when every worker's load is at or "
+        f"above the server's agents target_load, or with {ERR_NO_RESPONSE!r} / {ERR_TIMED_OUT!r} "
+        "when no worker answered in time): add workers or calls per worker. livekit-server "
+        "never offers that job again: the room needs a new dispatch once a worker is free",
+    )
+
+
+def _job_failed(failed: list[tuple[ListedDispatch, ListedJob]]) -> Cause:
+    dispatch, job = failed[0]
+    error = job.error or "no error given"
+    return Cause(
+        JOB_FAILED_KEY,
+        "The worker took the job and the job failed",
+        f"job {job.id} of dispatch {dispatch.id or '?'} ({dispatch.agent_name!r}) is listed "
+        f"{JOB_FAILED}: {error}"
+        + (f" (and {len(failed) - 1} more failed job(s))" if len(failed) > 1 else ""),
+        f"read the agent worker's log for job {job.id}: its entrypoint raised or its process "
+        "crashed ('agent worker left the room' means its agent joined and then left)",
+    )
+
+
+def _agent_never_joined(taken: list[tuple[ListedDispatch, ListedJob]], waited: float) -> Cause:
+    dispatch, job = taken[0]
+    who = f" as participant {job.participant_identity!r}" if job.participant_identity else ""
+    worker = f"worker {job.worker_id}" if job.worker_id else "a worker"
+    return Cause(
+        AGENT_NEVER_JOINED,
+        "The worker took the job but its agent never joined the room",
+        f"{worker} took job {job.id} of dispatch {dispatch.id or '?'} ({dispatch.agent_name!r})"
+        f"{who}, listed {job.status}; no participant joined in {waited:.0f} s",
+        f"read the agent worker's log for job {job.id}: the job process may have failed before "
+        "connecting (an exception in prewarm or in the entrypoint before ctx.connect()), be "
+        "stuck starting (loading models), or be unable to reach the LiveKit URL it was given",
+    )
 
 
 def diagnose_agent_join(obs: JoinObservation) -> list[Cause]:
     """Most specific causes first; always at least one."""
     causes: list[Cause] = []
+    listing = obs.listed_dispatches
     # LiveKit lists an automatic dispatch with an empty name in every new room: it reaches only
     # workers registered WITHOUT an agent name, so it says nothing about a named agent.
-    listed = tuple(name for name in obs.listed_dispatches or () if name)
-    only_automatic = bool(obs.listed_dispatches) and not listed
-    dispatched_names = set(obs.token_agents) | set(listed)
+    named = [d for d in listing or () if d.agent_name]
+    only_automatic = bool(listing) and not named
+    dispatched_names = set(obs.token_agents) | {d.agent_name for d in named}
     if obs.response_agent_name and obs.response_dispatch_id:
         dispatched_names.add(obs.response_agent_name)
 
@@ -62,7 +176,7 @@ def diagnose_agent_join(obs: JoinObservation) -> list[Cause]:
     if wrong_room:
         causes.append(
             Cause(
-                "room_mismatch",
+                ROOM_MISMATCH,
                 "Token/dispatch for a different room",
                 f"requested {obs.requested_room!r}, got {', '.join(wrong_room)}",
                 "use the room_name from the request body for both the token and the dispatch",
@@ -76,7 +190,7 @@ def diagnose_agent_join(obs: JoinObservation) -> list[Cause]:
     ):
         causes.append(
             Cause(
-                "agent_name_mismatch",
+                AGENT_NAME_MISMATCH,
                 "Agent name mismatch",
                 f"livekit_agent_name is {obs.configured_agent_name!r} but the dispatch is for "
                 f"{', '.join(sorted(dispatched_names))}",
@@ -85,9 +199,32 @@ def diagnose_agent_join(obs: JoinObservation) -> list[Cause]:
             )
         )
 
-    no_dispatch_seen = not obs.response_dispatch_id and not obs.token_agents and not listed
-    if no_dispatch_seen:
-        if obs.listed_dispatches is not None:
+    if named:
+        # The server's own record: judge the dispatches of the expected agent when there are
+        # any (another name is the mismatch above), by what became of their jobs.
+        mine = [d for d in named if d.agent_name == obs.configured_agent_name] or named
+        jobs = [(d, j) for d in mine for j in d.jobs]
+        failed = [(d, j) for d, j in jobs if j.status == JOB_FAILED]
+        if failed:
+            causes.append(_job_failed(failed))
+        elif jobs:
+            causes.append(_agent_never_joined(jobs, obs.waited_seconds))
+        else:
+            causes.append(_no_worker_took_job(mine, obs.waited_seconds))
+    elif listing is not None and obs.response_dispatch_id:
+        causes.append(
+            Cause(
+                DISPATCH_NOT_LISTED,
+                "The endpoint reported a dispatch this LiveKit server does not list for the room",
+                f"the token response says dispatch {obs.response_dispatch_id}, the server the "
+                "caller joined lists no dispatch of a named agent for this room"
+                + (" (only the automatic one)" if only_automatic else ""),
+                "make the endpoint dispatch on the same LiveKit server its serverUrl points to, "
+                "for the requested room_name, and keep the dispatch until the agent joins",
+            )
+        )
+    elif not obs.response_dispatch_id and not obs.token_agents:
+        if listing is not None:
             evidence = "the LiveKit server lists no dispatch of a named agent for this room"
             if only_automatic:
                 evidence += " (only the automatic one, which reaches unnamed workers)"
@@ -95,7 +232,7 @@ def diagnose_agent_join(obs: JoinObservation) -> list[Cause]:
             evidence = "no dispatch_id in the token response and no roomConfig.agents in the token"
         causes.append(
             Cause(
-                "no_dispatch",
+                NO_DISPATCH,
                 "No agent dispatch visible: the dispatch system did not receive this room",
                 evidence,
                 "make the token endpoint dispatch the agent to the requested room_name "
@@ -103,24 +240,11 @@ def diagnose_agent_join(obs: JoinObservation) -> list[Cause]:
                 "with this kit's token server set DISPATCH_MODE=api and AGENT_NAME",
             )
         )
-    elif listed:
-        causes.append(
-            Cause(
-                "worker_not_running",
-                "Dispatch exists but no agent took it: the agent is not running or not connected",
-                f"dispatch for {', '.join(sorted(set(listed)))} listed on the server, "
-                f"nobody joined in {obs.waited_seconds:.0f} s",
-                "start a worker registered under exactly that agent name against this LiveKit "
-                "server (workers with an agent_name are only dispatched explicitly); check its "
-                "logs "
-                "for connection errors and whether it is at capacity",
-            )
-        )
     else:
         if obs.token_agents and not obs.response_dispatch_id:
             causes.append(
                 Cause(
-                    "token_dispatch_ignored",
+                    TOKEN_DISPATCH_IGNORED,
                     "Token-embedded dispatch may have been ignored",
                     "the token carries roomConfig.agents; LiveKit applies it only when this join "
                     "creates the room",
@@ -128,19 +252,13 @@ def diagnose_agent_join(obs: JoinObservation) -> list[Cause]:
                     "room before the caller joins",
                 )
             )
-        evidence = (
-            f"a dispatch was reported but no participant joined in {obs.waited_seconds:.0f} s"
-        )
-        if obs.response_dispatch_id and obs.listed_dispatches is not None:
-            evidence += (
-                f"; the server no longer lists dispatch {obs.response_dispatch_id} "
-                "(dropped, or its job failed)"
-            )
         causes.append(
             Cause(
-                "agent_not_running",
+                AGENT_NOT_RUNNING,
                 "Agent not running or not connected to LiveKit",
-                evidence,
+                f"a dispatch was reported but no participant joined in {obs.waited_seconds:.0f} s "
+                "(give the harness the LiveKit API key and secret to see whether a worker took "
+                "the job)",
                 "check the agent's logs for connection errors and that it uses the same LiveKit "
                 "server and API key as the token endpoint",
             )
@@ -148,10 +266,50 @@ def diagnose_agent_join(obs: JoinObservation) -> list[Cause]:
     if obs.list_error:
         causes.append(
             Cause(
-                "diagnosis_incomplete",
+                DIAGNOSIS_INCOMPLETE,
                 "Could not list dispatches on the LiveKit server",
                 obs.list_error,
                 "check livekit_api_url/livekit_api_key/livekit_api_secret (diagnosis only)",
             )
         )
     return causes
+
+
+def token_refusal_causes(status: int, body: bytes | str) -> list[Cause]:
+    """Causes read from a token endpoint's non-2xx JSON answer `{"error", "detail"}`, for the
+    codes of this kit's strict mode, which name who failed; [] for any other answer (its error
+    and detail are shown as they are)."""
+    if 200 <= status < 300:
+        return []
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return []
+    if not isinstance(data, dict):
+        return []
+    code, detail = data.get("error"), data.get("detail")
+    evidence = f"HTTP {status} error={code!r} detail={detail!r}"
+    if code == AGENT_UNAVAILABLE:
+        return [
+            Cause(
+                AGENT_UNAVAILABLE,
+                "The token endpoint found no worker to take the job in time (strict mode)",
+                evidence,
+                "start a worker registered under the agent name the endpoint dispatches, or add "
+                "workers or calls per worker if they are full; the endpoint's detail says which, "
+                "and livekit-server's log says it with "
+                f"{LOG_NO_WORKER_REGISTERED!r} (no worker registered) or {ERR_NO_CAPACITY!r} / "
+                f"{ERR_NO_SERVERS!r} (workers full)",
+            )
+        ]
+    if code == AGENT_JOB_FAILED:
+        return [
+            Cause(
+                JOB_FAILED_KEY,
+                "The worker took the job and the job failed (the token endpoint's strict mode)",
+                evidence,
+                "read the agent worker's log for the job: its entrypoint raised or its process "
+                "crashed",
+            )
+        ]
+    return []

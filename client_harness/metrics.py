@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from client_harness.diagnosis import Cause
+
 # Steps, in the order the platform performs them; a failure names the one it stopped at.
 STEP_CONFIG = "config"
 STEP_TOKEN = "token_request"  # noqa: S105
@@ -20,7 +22,9 @@ STEP_CONVERSATION = "conversation"
 END_COMPLETED = "completed"
 END_MAX_DURATION = "max_duration"
 END_AGENT_LEFT = "agent_left"
-END_DISCONNECTED = "disconnected"
+# The caller's own connection to LiveKit dropped (the server went away, or the network between the
+# caller and it): not the agent's doing, even when the agent looks gone too.
+END_CALLER_DISCONNECTED = "caller_disconnected"
 END_FAILED = "failed"
 
 OVERLAP_MIN_SECONDS = 0.2  # shorter overlaps are echo of turn edges, not interruptions
@@ -82,8 +86,11 @@ class SimulationResult:
     failed_step: str | None = None
     error: str | None = None
     fix: str | None = None
-    diagnosis: list[str] = field(default_factory=list)
+    causes: list[Cause] = field(default_factory=list)  # most specific first (see diagnosis)
     end_reason: str | None = None
+    # Why the caller's own connection ended (END_CALLER_DISCONNECTED): the rtc DisconnectReason
+    # name, or "reconnecting" when the SDK was still trying to get the connection back.
+    caller_disconnect_reason: str | None = None
     server_url: str | None = None
     # Timings.
     token_request_s: float | None = None
@@ -104,6 +111,16 @@ class SimulationResult:
     long_silences: list[Interval] = field(default_factory=list)
     recording: str | None = None
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def diagnosis(self) -> list[str]:
+        """The causes as lines (summary, evidence, fix), for people."""
+        return [cause.line() for cause in self.causes]
+
+    @property
+    def cause(self) -> str | None:
+        """The stable key of the most specific cause, if the failure was diagnosed."""
+        return self.causes[0].key if self.causes else None
 
     @property
     def agent_talk_s(self) -> float | None:
@@ -142,6 +159,8 @@ class SimulationResult:
             if k not in ("turns", "caller_utterances", "agent_utterances")
         }
         out["turns"] = [t.to_json() for t in self.turns]
+        out["cause"] = self.cause
+        out["diagnosis"] = self.diagnosis
         out["agent_talk_s"] = self.agent_talk_s
         out["first_response_latency_s"] = self.first_response_latency_s
         out["transcript"] = self.transcript()

@@ -58,6 +58,7 @@ def summarize(results: list[SimulationResult]) -> dict[str, Any]:
         "failed": len(results) - ok,
         "success_rate": ok / len(results) if results else 0.0,
         "failed_steps": dict(Counter(r.failed_step for r in results if r.failed_step)),
+        "causes": dict(Counter(r.cause for r in results if not r.ok and r.cause)),
         "end_reasons": dict(Counter(r.end_reason or "none" for r in results)),
         "turns": sum(len(r.turns) for r in results),
         "unanswered_turns": sum(1 for r in results for t in r.turns if not t.answered),
@@ -76,7 +77,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"simulations: {summary['count']}  ok: {summary['ok']}  failed: {summary['failed']}  "
         f"success: {summary['success_rate']:.0%}",
         f"end reasons: {summary['end_reasons']}"
-        + (f"  failed steps: {summary['failed_steps']}" if summary["failed_steps"] else ""),
+        + (f"  failed steps: {summary['failed_steps']}" if summary["failed_steps"] else "")
+        + (f"  causes: {summary['causes']}" if summary.get("causes") else ""),
         f"turns: {summary['turns']}  unanswered: {summary['unanswered_turns']}  "
         f"overlaps: {summary['overlaps']}  long silences: {summary['long_silences']}",
         "",
@@ -94,7 +96,10 @@ def format_summary(summary: dict[str, Any]) -> str:
 def format_failures(results: list[SimulationResult], limit: int = 10) -> str:
     lines = []
     for r in [r for r in results if not r.ok][:limit]:
-        lines.append(f"sim {r.index} (room {r.room_name}) failed at {r.failed_step}: {r.error}")
+        lines.append(
+            f"sim {r.index} (room {r.room_name}) failed at {r.failed_step}: {r.error}"
+            + (f" [cause {r.cause}]" if r.cause else "")
+        )
         if r.fix:
             lines.append(f"    fix: {r.fix}")
         lines.extend(f"    cause: {d}" for d in r.diagnosis)

@@ -96,7 +96,13 @@ class CallRoom:
         self.agent_joined_at: float | None = None
         self.connected_at: float | None = None
         self.agent_left = asyncio.Event()
-        self.disconnected = asyncio.Event()
+        self.disconnected = asyncio.Event()  # the caller's own connection ended for good
+        # The caller's own connection to LiveKit: when it was lost (the SDK started reconnecting
+        # or gave up) while we had not asked to leave, and the rtc DisconnectReason if it ended.
+        self.connection_lost = asyncio.Event()
+        self.connection_lost_at: float | None = None
+        self.disconnect_reason: str | None = None
+        self._closing = False
         self.joined_first: list[rtc.RemoteParticipant] = []
         self.text_segments: list[TextSegment] = []
         self.first_audio_at: float | None = None
@@ -112,6 +118,8 @@ class CallRoom:
         self.room.on("track_subscribed", self._on_track_subscribed)
         self.room.on("participant_attributes_changed", self._on_attributes_changed)
         self.room.on("disconnected", self._on_disconnected)
+        self.room.on("reconnecting", self._on_reconnecting)
+        self.room.on("reconnected", self._on_reconnected)
         self.room.register_text_stream_handler(TRANSCRIPTION_TOPIC, self._on_text_stream)
 
     # ---- connection --------------------------------------------------------------------------
@@ -147,8 +155,19 @@ class CallRoom:
         """The agent says it is thinking or speaking (only agents built on livekit-agents do)."""
         return self.agent_state() in ("thinking", "speaking")
 
+    def caller_connection_lost(self) -> str | None:
+        """Why the caller's own connection to LiveKit is down right now (the rtc disconnect
+        reason, or "reconnecting"), or None while it is up. Leaving the room ourselves does
+        not count."""
+        if self.disconnect_reason is not None:
+            return self.disconnect_reason
+        if self.connection_lost.is_set():
+            return "reconnecting"
+        return None
+
     async def close(self) -> None:
         """Leave the room first, so the native side ends every stream itself, then reap."""
+        self._closing = True
         with contextlib.suppress(Exception):
             await self.room.disconnect()
         for stream in self._streams:
@@ -245,9 +264,32 @@ class CallRoom:
             self.agent_left.set()
             self._notify_soon()
 
-    def _on_disconnected(self, *_: object) -> None:
+    def _on_disconnected(self, reason: object = None, *_: object) -> None:
+        if not self._closing:
+            try:
+                self.disconnect_reason = rtc.DisconnectReason.Name(reason)  # type: ignore[arg-type]
+            except (ValueError, TypeError):
+                self.disconnect_reason = str(reason)
+            self._lost()
         self.disconnected.set()
         self._notify_soon()
+
+    def _on_reconnecting(self, *_: object) -> None:
+        if not self._closing:
+            self._lost()
+            self._notify_soon()
+
+    def _on_reconnected(self, *_: object) -> None:
+        # The SDK got the connection back (a resume or a full reconnect): the call goes on.
+        if self.disconnect_reason is None:
+            self.connection_lost.clear()
+            self.connection_lost_at = None
+        self._notify_soon()
+
+    def _lost(self) -> None:
+        if self.connection_lost_at is None:
+            self.connection_lost_at = self.clock.now()
+        self.connection_lost.set()
 
     def _on_attributes_changed(self, _changed: object, participant: rtc.Participant) -> None:
         if self.agent is not None and participant.identity == self.agent.identity:

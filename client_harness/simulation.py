@@ -2,7 +2,9 @@
 
 Each step is timed on the simulation's clock (zero = token request sent) and a failure records
 the step it stopped at, a reason and a fix; an agent that never joins gets a diagnosis naming the
-troubleshooting causes that fit what was observed.
+troubleshooting causes that fit what was observed (`Cause`s with stable keys). `check` joins,
+waits and diagnoses through the same `join_and_wait_for_agent`, so both call the same things a
+failure.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -21,11 +24,18 @@ from livekit import api, rtc
 from client_harness.claims import ClaimsReport, check_claims
 from client_harness.config import HarnessConfig
 from client_harness.conversation import Conversation, Speech
-from client_harness.diagnosis import JoinObservation, diagnose_agent_join
+from client_harness.diagnosis import (
+    Cause,
+    JoinObservation,
+    ListedDispatch,
+    ListedJob,
+    diagnose_agent_join,
+    token_refusal_causes,
+)
 from client_harness.metrics import (
     END_AGENT_LEFT,
+    END_CALLER_DISCONNECTED,
     END_COMPLETED,
-    END_DISCONNECTED,
     END_MAX_DURATION,
     STEP_AGENT_JOIN,
     STEP_CONNECT,
@@ -38,7 +48,13 @@ from client_harness.metrics import (
 from client_harness.recorder import Recorder
 from client_harness.scenario import Scenario
 from client_harness.session import AGENT_NAME_ATTR, CallRoom, Clock, kind_name
-from client_harness.token_request import TokenResult, new_room_name, request_token
+from client_harness.token_request import (
+    TokenResult,
+    build_token_request,
+    new_room_name,
+    post_token_request,
+    read_answer,
+)
 from client_harness.token_response import TokenEndpointError
 
 log = logging.getLogger("client_harness.simulation")
@@ -64,27 +80,44 @@ def api_url_for(config: HarnessConfig, server_url: str) -> str:
     return urlunsplit((scheme, parts.netloc, "", "", ""))
 
 
-async def list_dispatches(config: HarnessConfig, server_url: str, room: str) -> list[str]:
-    """Agent names dispatched to `room`, from the LiveKit server API (diagnosis only)."""
+def listed_dispatch(dispatch: api.AgentDispatch) -> ListedDispatch:
+    """A dispatch as the server API lists it, with what became of its jobs."""
+    jobs = tuple(
+        ListedJob(
+            id=job.id,
+            status=api.JobStatus.Name(job.state.status),
+            error=job.state.error,
+            participant_identity=job.state.participant_identity,
+            worker_id=job.state.worker_id,
+        )
+        for job in dispatch.state.jobs
+    )
+    return ListedDispatch(agent_name=dispatch.agent_name, id=dispatch.id, jobs=jobs)
+
+
+async def list_dispatches(
+    config: HarnessConfig, server_url: str, room: str
+) -> tuple[ListedDispatch, ...]:
+    """The dispatches of `room` and their jobs, from the LiveKit server API (diagnosis only)."""
     lkapi = api.LiveKitAPI(
         api_url_for(config, server_url), config.livekit_api_key, config.livekit_api_secret
     )
     try:
         async with asyncio.timeout(5):
             dispatches = await lkapi.agent_dispatch.list_dispatch(room)
-        return [d.agent_name for d in dispatches]
+        return tuple(listed_dispatch(d) for d in dispatches)
     finally:
         await lkapi.aclose()
 
 
 async def diagnose_join_timeout(
-    config: HarnessConfig, token: TokenResult, claims: ClaimsReport, room: CallRoom, room_name: str
-) -> list[str]:
-    listed: tuple[str, ...] | None = None
+    config: HarnessConfig, token: TokenResult, claims: ClaimsReport, room_name: str
+) -> list[Cause]:
+    listed: tuple[ListedDispatch, ...] | None = None
     list_error = None
     if config.can_list_dispatches:
         try:
-            listed = tuple(await list_dispatches(config, token.response.server_url, room_name))
+            listed = await list_dispatches(config, token.response.server_url, room_name)
         except Exception as exc:
             list_error = f"{type(exc).__name__}: {exc}"
     body = token.response.body
@@ -101,7 +134,7 @@ async def diagnose_join_timeout(
         listed_dispatches=listed,
         list_error=list_error,
     )
-    return [cause.line() for cause in diagnose_agent_join(observation)]
+    return diagnose_agent_join(observation)
 
 
 def connect_fix(error: str, source: str) -> str:
@@ -124,6 +157,56 @@ def connect_fix(error: str, source: str) -> str:
         f"check {where}: the LiveKit server must be running and reachable at that wss:// URL "
         "(include serverUrl in the token response when it differs from livekit_url)"
     )
+
+
+@dataclass
+class JoinOutcome:
+    """How the join → wait for the agent step ended; `step` names where it failed (None: the
+    agent joined)."""
+
+    step: str | None = None
+    error: str = ""
+    fix: str = ""
+    causes: list[Cause] = field(default_factory=list)
+    agent: rtc.RemoteParticipant | None = None
+    connected_at: float | None = None  # on the room's clock
+
+    @property
+    def cause(self) -> str | None:
+        return self.causes[0].key if self.causes else None
+
+
+async def join_and_wait_for_agent(
+    config: HarnessConfig,
+    token: TokenResult,
+    claims: ClaimsReport,
+    room: CallRoom,
+    room_name: str,
+    connect_timeout: float,
+    on_connected: Callable[[], object] = lambda: None,
+) -> JoinOutcome:
+    """Join the room as the platform does, wait for the first participant, and diagnose a
+    failure: `run` and `check` both go through here. `on_connected` runs once joined."""
+    response = token.response
+    try:
+        await room.connect(response.server_url, response.token, connect_timeout)
+    except (rtc.ConnectError, TimeoutError, OSError) as exc:
+        text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+        return JoinOutcome(
+            STEP_CONNECT,
+            f"could not join {response.server_url} ({response.server_url_source}): {text}",
+            connect_fix(text, response.server_url_source),
+        )
+    outcome = JoinOutcome(connected_at=room.connected_at)
+    on_connected()
+    try:
+        outcome.agent = await room.wait_for_agent(config.agent_join_timeout)
+    except TimeoutError:
+        outcome.causes = await diagnose_join_timeout(config, token, claims, room_name)
+        outcome.step = STEP_AGENT_JOIN
+        outcome.error = f"no agent joined room {room_name} within {config.agent_join_timeout:g} s"
+        outcome.fix = outcome.causes[0].fix if outcome.causes else ""
+    return outcome
 
 
 async def run_simulation(
@@ -168,13 +251,24 @@ async def _simulate(
     result = SimulationResult(index, room_name, options.mode, scenario.name)
 
     # Step 2–4: the token request.
+    request = build_token_request(config, room_name)
+    started = time.perf_counter()
+    answer = None
     try:
-        token = await request_token(client, config, room_name)
+        answer = await post_token_request(client, config, request)
+        response = read_answer(config, answer)
     except TokenEndpointError as exc:
+        # The endpoint's own error code and detail are in exc.detail; a code that names who
+        # failed (a strict-mode agent_unavailable) is also a cause, with its fix.
+        if answer is not None:
+            result.causes = token_refusal_causes(answer.status_code, answer.content)
         result.fail(
-            STEP_TOKEN, f"{exc.message}: {exc.detail}" if exc.detail else exc.message, exc.fix
+            STEP_TOKEN,
+            f"{exc.message}: {exc.detail}" if exc.detail else exc.message,
+            result.causes[0].fix if result.causes else exc.fix,
         )
         return result
+    token = TokenResult(request, response, answer.status_code, time.perf_counter() - started)
     result.token_request_s = token.seconds
     result.server_url = token.response.server_url
     result.warnings.extend(token.response.warnings)
@@ -186,33 +280,17 @@ async def _simulate(
     try:
         # Step 5: join, then wait for the agent.
         connect_start = clock.now()
-        try:
-            await room.connect(
-                token.response.server_url, token.response.token, options.connect_timeout
-            )
-        except (rtc.ConnectError, TimeoutError, OSError) as exc:
-            text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-            result.fail(
-                STEP_CONNECT,
-                f"could not join {token.response.server_url} "
-                f"({token.response.server_url_source}): {text}",
-                connect_fix(text, token.response.server_url_source),
-            )
+        outcome = await join_and_wait_for_agent(
+            config, token, claims, room, room_name, options.connect_timeout, on_joined
+        )
+        if outcome.connected_at is not None:
+            result.connect_s = outcome.connected_at - connect_start
+        if outcome.step is not None or outcome.agent is None:
+            result.causes = outcome.causes
+            result.fail(outcome.step or STEP_AGENT_JOIN, outcome.error, outcome.fix)
             return result
-        connected = clock.now()
-        result.connect_s = connected - connect_start
-        on_joined()
-
-        try:
-            agent = await room.wait_for_agent(config.agent_join_timeout)
-        except TimeoutError:
-            result.diagnosis = await diagnose_join_timeout(config, token, claims, room, room_name)
-            result.fail(
-                STEP_AGENT_JOIN,
-                f"no agent joined room {room_name} within {config.agent_join_timeout:g} s",
-                result.diagnosis[0].split("; fix: ", 1)[-1] if result.diagnosis else "",
-            )
-            return result
+        agent = outcome.agent
+        connected = outcome.connected_at or connect_start
         joined = room.agent_joined_at or connected
         result.agent_join_from_token_request_s = joined
         result.agent_join_from_connect_s = max(0.0, joined - connected)
@@ -260,20 +338,26 @@ async def _converse(
             await asyncio.wait_for(asyncio.shield(talk), AGENT_LEFT_GRACE_SECONDS)
         if talk.done():
             done = {talk}
+    talk_ended_at = clock.now() if talk in done else None
     for task in (talk, left, dropped):
         if not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-    if talk in done and talk.exception() is not None:
+    # The caller's own connection going down wins over everything it makes look like the
+    # agent's doing (the agent "leaving", unanswered turns), unless the scenario was done first.
+    lost = room.caller_connection_lost()
+    lost_at = room.connection_lost_at
+    if lost is not None and (talk_ended_at is None or lost_at is None or lost_at <= talk_ended_at):
+        result.end_reason = END_CALLER_DISCONNECTED
+        result.caller_disconnect_reason = lost
+    elif talk in done and talk.exception() is not None:
         exc = talk.exception()
         result.fail(STEP_CONVERSATION, f"conversation failed: {type(exc).__name__}: {exc}")
     elif talk in done:
         result.end_reason = END_COMPLETED
     elif left in done:
         result.end_reason = END_AGENT_LEFT
-    elif dropped in done:
-        result.end_reason = END_DISCONNECTED
     else:
         result.end_reason = END_MAX_DURATION
 
@@ -307,8 +391,20 @@ async def _converse(
             f"the agent left after {len(result.turns)} of {len(scenario.turns)} caller turns",
             "check the agent's logs: it ended the call early (or crashed)",
         )
-    elif result.end_reason == END_DISCONNECTED:
-        result.fail(STEP_CONVERSATION, "the caller was disconnected from the room mid-conversation")
+    elif result.end_reason == END_CALLER_DISCONNECTED:
+        when = f" {lost_at:.1f} s into the simulation" if lost_at is not None else ""
+        how = (
+            "the SDK was still trying to reconnect"
+            if result.caller_disconnect_reason == "reconnecting"
+            else f"rtc disconnect reason {result.caller_disconnect_reason}"
+        )
+        result.fail(
+            STEP_CONVERSATION,
+            f"the caller's own connection to LiveKit dropped{when} after {len(result.turns)} of "
+            f"{len(scenario.turns)} caller turns ({how})",
+            "check that the LiveKit server stayed up (its log, restarts, OOM kills) and the "
+            "network between the caller and it; the agent's side is not implicated",
+        )
     elif unanswered:
         result.fail(
             STEP_CONVERSATION,

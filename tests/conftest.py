@@ -125,3 +125,15 @@ def harness_load_agent(stack: LocalStack, livekit_server: LiveKitServer) -> Agen
         },
         timeout=240.0,
     )
+
+
+# --- the harness says who failed (issue 9, part 5) --------------------------------------------
+
+
+@pytest.fixture
+def own_stack(tmp_path: Path) -> Iterator[LocalStack]:
+    """A whole stack for one test only (start its livekit-server, token endpoint and agent
+    yourself): for tests that kill a component on purpose. Everything stops when the test ends;
+    logs land in the test's tmp dir."""
+    with LocalStack(log_dir=tmp_path / "own-stack-logs") as s:
+        yield s

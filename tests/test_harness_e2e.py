@@ -1,14 +1,17 @@
 """The harness against the real stack: livekit-server, the token endpoint, the sample agent.
 
 Kept lean for 2 shared cores: one spoken simulation (2 caller turns), the join-timeout and
-dispatch diagnoses (3 s waits, no agent needed), `check` end to end, and 10 concurrent
-simulations in text mode (lk.chat in, lk.transcription out: the agent skips speech recognition,
-still speaks, and the harness does not decode audio).
+dispatch diagnoses (3 s waits, no agent needed; `run` and `check` name the same cause), `check`
+end to end, 10 concurrent simulations in text mode (lk.chat in, lk.transcription out: the agent
+skips speech recognition, still speaks, and the harness does not decode audio), and a call whose
+livekit-server is SIGKILLed mid-conversation (its own stack).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import subprocess
 import sys
 import wave
@@ -17,19 +20,28 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from livekit import api
 
-from client_harness.check import PASS, run_check
-from client_harness.config import HarnessConfig
-from client_harness.local_stack import AgentWorker, LiveKitServer, TokenServer
+from client_harness.check import FAIL, PASS, run_check
+from client_harness.config import HarnessConfig, load_config
+from client_harness.diagnosis import (
+    AGENT_UNAVAILABLE,
+    LOG_NO_WORKER_REGISTERED,
+    NO_DISPATCH,
+    NO_WORKER_TOOK_JOB,
+)
+from client_harness.local_stack import AgentWorker, LiveKitServer, LocalStack, TokenServer
 from client_harness.metrics import (
+    END_CALLER_DISCONNECTED,
     END_COMPLETED,
     STEP_AGENT_JOIN,
     STEP_CONNECT,
+    STEP_CONVERSATION,
     STEP_TOKEN,
     SimulationResult,
 )
 from client_harness.runner import run_many
-from client_harness.scenario import Scenario, scenario_from_dict
+from client_harness.scenario import Scenario, Turn, scenario_from_dict
 from client_harness.simulation import RunOptions
 from tests.conftest import HARNESS_LOAD_AGENT, HARNESS_LOAD_CALLS, TEST_AGENT_NAME
 
@@ -102,6 +114,7 @@ async def test_agent_join_timeout_diagnoses_no_dispatch(
     result = run.results[0]
     assert not result.ok and result.failed_step == STEP_AGENT_JOIN
     assert "within 3 s" in (result.error or "")
+    assert result.cause == NO_DISPATCH
     assert result.diagnosis[0].startswith("No agent dispatch visible")
     assert "lists no dispatch of a named agent" in result.diagnosis[0]
     assert "DISPATCH_MODE=api" in (result.fix or "")
@@ -118,7 +131,9 @@ async def test_agent_join_timeout_diagnoses_no_dispatch(
 
 
 async def test_dispatch_without_a_running_worker(
-    start_token_server: Callable[..., TokenServer], harness_config_for: ConfigFor
+    start_token_server: Callable[..., TokenServer],
+    harness_config_for: ConfigFor,
+    livekit_server: LiveKitServer,
 ) -> None:
     server = start_token_server(AGENT_NAME="nobody-runs-this", DISPATCH_MODE="api")
     config = harness_config_for(server, agent_join_timeout=3)
@@ -126,8 +141,55 @@ async def test_dispatch_without_a_running_worker(
         await run_many(config, BOOKING, RunOptions(mode="text"), count=1, concurrency=1)
     ).results[0]
     assert result.failed_step == STEP_AGENT_JOIN
-    assert result.diagnosis[0].startswith("Dispatch exists but no agent took it")
-    assert "nobody-runs-this" in result.diagnosis[0]
+    assert result.cause == NO_WORKER_TOOK_JOB, result.diagnosis
+    assert "'nobody-runs-this'" in result.causes[0].evidence
+    assert result.fix == result.causes[0].fix  # the cause's own fix, passed through
+
+    # `check` calls the same thing a failure, with the same cause.
+    steps = await run_check(config)
+    assert [s.status for s in steps][5] == FAIL
+    assert steps[5].cause == result.cause
+    assert steps[5].fix == result.fix
+
+    # The fix quotes livekit-server's own line for this case, and the server did log it (up to
+    # 5 s after the dispatch while its cache of registered names is cold: CheckEnabledTimeout).
+    assert LOG_NO_WORKER_REGISTERED in (result.fix or "")
+
+    def logged() -> bool:
+        return any(
+            LOG_NO_WORKER_REGISTERED in line and "nobody-runs-this" in line
+            for line in livekit_server.process.log_text().splitlines()
+        )
+
+    for _ in range(100):
+        if logged():
+            break
+        await asyncio.sleep(0.1)
+    assert logged()
+
+
+async def test_strict_mode_refusal_names_the_cause_in_run_and_check(
+    start_token_server: Callable[..., TokenServer], harness_config_for: ConfigFor
+) -> None:
+    server = start_token_server(
+        AGENT_NAME="nobody-runs-this-strictly",
+        DISPATCH_MODE="api",
+        DISPATCH_STRICT="1",
+        DISPATCH_STRICT_TIMEOUT_SECONDS="1",
+    )
+    config = harness_config_for(server, request_timeout=30)
+    result = (
+        await run_many(config, BOOKING, RunOptions(mode="text"), count=1, concurrency=1)
+    ).results[0]
+    assert result.failed_step == STEP_TOKEN
+    # The endpoint's own error code and detail, then the cause with its fix.
+    assert "HTTP 503" in (result.error or "") and "'agent_unavailable'" in (result.error or "")
+    assert "nobody-runs-this-strictly" in (result.error or "")
+    assert result.cause == AGENT_UNAVAILABLE and result.fix == result.causes[0].fix
+
+    steps = await run_check(config)
+    assert steps[1].status == FAIL and steps[1].cause == result.cause
+    assert "'agent_unavailable'" in steps[1].detail
 
 
 async def test_agent_name_the_endpoint_does_not_allow(
@@ -240,3 +302,86 @@ def _greeted_first(result: SimulationResult) -> bool:
     return bool(result.agent_utterances) and (
         not result.turns or result.agent_utterances[0].start < result.turns[0].caller_start
     )
+
+
+CALLER_DROP_AGENT = "caller-drop-agent"
+
+
+async def _wait_for_a_room_with(livekit: LiveKitServer, participants: int, within: float) -> None:
+    """Until some room on `livekit` holds `participants` (ListRooms' count lags: ask each room)."""
+    lkapi = api.LiveKitAPI(livekit.http_url, livekit.api_key, livekit.api_secret)
+    try:
+        async with asyncio.timeout(within):
+            while True:
+                for room in (await lkapi.room.list_rooms(api.ListRoomsRequest())).rooms:
+                    listing = await lkapi.room.list_participants(
+                        api.ListParticipantsRequest(room=room.name)
+                    )
+                    if len(listing.participants) >= participants:
+                        return
+                await asyncio.sleep(0.2)
+    finally:
+        await lkapi.aclose()
+
+
+async def test_livekit_server_killed_mid_call_is_the_callers_disconnect(
+    own_stack: LocalStack,
+) -> None:
+    """When livekit-server dies, the caller's own connection drops: the end reason says so
+    (with the rtc side of it), not that the agent left or failed to answer."""
+    livekit = own_stack.start_livekit()
+    worker = own_stack.start_agent(
+        livekit,
+        CALLER_DROP_AGENT,
+        env={
+            "AGENT_PROVIDER": "offline",
+            "AGENT_TEXT_ONLY": "1",
+            "AGENT_IDLE_PROCESSES": "1",
+            "AGENT_MAX_CALLS": "1",
+        },
+    )
+    server = own_stack.start_token_server(
+        livekit, env={"AGENT_NAME": CALLER_DROP_AGENT, "DISPATCH_MODE": "api"}
+    )
+    config = load_config(
+        env={},
+        overrides={
+            "generate_token_endpoint": server.endpoint,
+            "livekit_url": livekit.url,
+            "livekit_agent_name": CALLER_DROP_AGENT,
+            "livekit_api_key": livekit.api_key,
+            "livekit_api_secret": livekit.api_secret,
+            "agent_join_timeout": 60,
+        },
+    )
+    # A long call: eight turns with a pause before each, so the kill lands in the middle of it.
+    scenario = Scenario(
+        name="long-call",
+        turns=tuple(Turn(f"Question number {i}: are you open on Friday?") for i in range(1, 9)),
+        greeting_wait_seconds=20,
+        response_timeout_seconds=10,
+        pause_before_reply_seconds=3,
+        max_duration_seconds=120,
+    )
+    call = asyncio.create_task(
+        run_many(config, scenario, RunOptions(mode="text"), count=1, concurrency=1)
+    )
+    await _wait_for_a_room_with(livekit, participants=2, within=60)  # caller and agent
+    # Into the conversation: the agent has heard the caller's first turn.
+    for _ in range(600):
+        if '"role": "user"' in worker.process.log_text():
+            break
+        await asyncio.sleep(0.1)
+    else:
+        pytest.fail("the agent never logged the caller's first turn")
+    await asyncio.sleep(1)
+    livekit.process.signal(signal.SIGKILL)
+    result = (await asyncio.wait_for(call, 90)).results[0]
+
+    assert result.end_reason == END_CALLER_DISCONNECTED, (result.end_reason, result.error)
+    assert result.caller_disconnect_reason, result.caller_disconnect_reason
+    assert result.failed_step == STEP_CONVERSATION
+    assert "caller's own connection to LiveKit dropped" in (result.error or "")
+    assert "agent left" not in (result.error or "")
+    assert "LiveKit server stayed up" in (result.fix or "")
+    assert 1 <= len(result.turns) < len(scenario.turns), len(result.turns)

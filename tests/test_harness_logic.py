@@ -10,7 +10,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client_harness.diagnosis import JoinObservation, diagnose_agent_join
+from client_harness.diagnosis import (
+    AGENT_NEVER_JOINED,
+    AGENT_UNAVAILABLE,
+    DISPATCH_NOT_LISTED,
+    ERR_NO_CAPACITY,
+    ERR_NO_SERVERS,
+    JOB_FAILED_KEY,
+    LOG_NO_WORKER_REGISTERED,
+    NO_WORKER_TOOK_JOB,
+    Cause,
+    JoinObservation,
+    ListedDispatch,
+    ListedJob,
+    diagnose_agent_join,
+    token_refusal_causes,
+)
 from client_harness.metrics import (
     STEP_AGENT_JOIN,
     Interval,
@@ -102,28 +117,167 @@ def test_turn_latency_and_expectations() -> None:
     assert TurnRecord(2, "x", 0, 1).response_latency_s is None
 
 
+AUTOMATIC = ListedDispatch("", "AD_auto")  # livekit-server adds it to every room it creates
+
+
+def taken(status: str, error: str = "") -> ListedJob:
+    return ListedJob("AJ_1", status, error, participant_identity="agent-AJ_1", worker_id="AW_1")
+
+
 @pytest.mark.parametrize(
     ("observation", "first"),
     [
-        (JoinObservation("r", 3, listed_dispatches=("",)), "no_dispatch"),
+        (JoinObservation("r", 3, listed_dispatches=(AUTOMATIC,)), "no_dispatch"),
         (JoinObservation("r", 3), "no_dispatch"),
         (
-            JoinObservation("r", 3, configured_agent_name="a", listed_dispatches=("b",)),
+            JoinObservation(
+                "r", 3, configured_agent_name="a", listed_dispatches=(ListedDispatch("b"),)
+            ),
             "agent_name_mismatch",
         ),
-        (JoinObservation("r", 3, listed_dispatches=("a",)), "worker_not_running"),
+        (JoinObservation("r", 3, listed_dispatches=(ListedDispatch("a"),)), NO_WORKER_TOOK_JOB),
         (JoinObservation("r", 3, token_room="other"), "room_mismatch"),
         (JoinObservation("r", 3, token_agents=("a",)), "token_dispatch_ignored"),
         (
             JoinObservation("r", 3, response_dispatch_id="AD_1", response_agent_name="a"),
             "agent_not_running",
         ),
+        (
+            JoinObservation("r", 3, response_dispatch_id="AD_1", listed_dispatches=(AUTOMATIC,)),
+            DISPATCH_NOT_LISTED,
+        ),
+        (
+            JoinObservation(
+                "r", 3, listed_dispatches=(ListedDispatch("a", "AD_1", (taken("JS_FAILED"),)),)
+            ),
+            JOB_FAILED_KEY,
+        ),
+        (
+            JoinObservation(
+                "r", 3, listed_dispatches=(ListedDispatch("a", "AD_1", (taken("JS_RUNNING"),)),)
+            ),
+            AGENT_NEVER_JOINED,
+        ),
     ],
 )
 def test_join_diagnosis_rules(observation: JoinObservation, first: str) -> None:
     causes = diagnose_agent_join(observation)
     assert causes[0].key == first
-    assert all(c.fix for c in causes)
+    assert all(c.fix and c.summary and c.evidence for c in causes)
+
+
+def test_a_dispatch_no_worker_took_names_both_server_reasons() -> None:
+    listed = (AUTOMATIC, ListedDispatch("booker", "AD_1"), ListedDispatch("booker", "AD_2"))
+    obs = JoinObservation(
+        "r", 30, configured_agent_name="booker", response_dispatch_id="AD_2",
+        listed_dispatches=listed,
+    )  # fmt: skip
+    (cause,) = diagnose_agent_join(obs)
+    assert cause.key == NO_WORKER_TOOK_JOB
+    assert "2 dispatches AD_1, AD_2 of 'booker'" in cause.evidence
+    assert "empty state.jobs after 30 s" in cause.evidence
+    # No worker registered under the name, or every worker full: each with livekit-server's line.
+    assert LOG_NO_WORKER_REGISTERED in cause.fix
+    assert ERR_NO_CAPACITY in cause.fix and ERR_NO_SERVERS in cause.fix
+    assert "target_load" in cause.fix
+
+
+def test_a_failed_job_gives_its_error() -> None:
+    failed = ListedJob("AJ_9", "JS_FAILED", "entrypoint raised ValueError")
+    obs = JoinObservation(
+        "r", 3, configured_agent_name="a",
+        listed_dispatches=(ListedDispatch("a", "AD_1", (taken("JS_RUNNING"), failed)),),
+    )  # fmt: skip
+    cause = diagnose_agent_join(obs)[0]
+    assert cause.key == JOB_FAILED_KEY
+    assert "AJ_9" in cause.evidence and "entrypoint raised ValueError" in cause.evidence
+    assert "AJ_9" in cause.fix
+
+
+def test_a_job_taken_without_an_agent_names_the_job_and_participant() -> None:
+    obs = JoinObservation(
+        "r", 12, listed_dispatches=(ListedDispatch("a", "AD_1", (taken("JS_RUNNING"),)),)
+    )
+    cause = diagnose_agent_join(obs)[0]
+    assert cause.key == AGENT_NEVER_JOINED
+    assert "worker AW_1 took job AJ_1" in cause.evidence
+    assert "'agent-AJ_1'" in cause.evidence and "12 s" in cause.evidence
+
+
+def test_the_expected_agents_dispatch_is_judged_not_another_ones() -> None:
+    other = ListedDispatch("other", "AD_1", (taken("JS_RUNNING"),))
+    mine = ListedDispatch("mine", "AD_2")
+    causes = diagnose_agent_join(
+        JoinObservation("r", 3, configured_agent_name="mine", listed_dispatches=(other, mine))
+    )
+    assert [c.key for c in causes] == [NO_WORKER_TOOK_JOB]
+    assert "'mine'" in causes[0].evidence and "'other'" not in causes[0].evidence
+
+
+def test_listed_dispatch_reads_the_server_api_message() -> None:
+    from livekit import api
+    from livekit.protocol import agent
+
+    from client_harness.simulation import listed_dispatch
+
+    job = agent.Job(
+        id="AJ_1",
+        state=agent.JobState(
+            status=agent.JobStatus.JS_FAILED, error="boom", participant_identity="p",
+            worker_id="AW_1",
+        ),
+    )  # fmt: skip
+    message = api.AgentDispatch(id="AD_1", agent_name="a", state=api.AgentDispatchState(jobs=[job]))
+    assert listed_dispatch(message) == ListedDispatch(
+        "a", "AD_1", (ListedJob("AJ_1", "JS_FAILED", "boom", "p", "AW_1"),)
+    )
+    assert listed_dispatch(api.AgentDispatch(id="AD_2", agent_name="a")).jobs == ()
+
+
+def test_strict_mode_refusal_is_a_cause_and_shows_the_endpoint_detail() -> None:
+    from client_harness.token_response import TokenEndpointError, parse_token_response
+
+    body = json.dumps({"error": AGENT_UNAVAILABLE, "detail": "no worker registered as 'a'"})
+    (cause,) = token_refusal_causes(503, body.encode())
+    assert cause.key == AGENT_UNAVAILABLE
+    assert "no worker registered as 'a'" in cause.evidence and "HTTP 503" in cause.evidence
+    assert LOG_NO_WORKER_REGISTERED in cause.fix
+    # The token step's error carries the endpoint's own error code and detail.
+    with pytest.raises(TokenEndpointError) as info:
+        parse_token_response(503, "application/json", body)
+    assert "'agent_unavailable'" in info.value.detail
+    assert "no worker registered as 'a'" in info.value.detail
+    failed = b'{"error": "agent_job_failed", "detail": "the worker took the job and it failed"}'
+    assert [c.key for c in token_refusal_causes(503, failed)] == [JOB_FAILED_KEY]
+    # Other refusals are shown as they are, without a cause.
+    assert token_refusal_causes(503, b'{"error": "livekit_unavailable"}') == []
+    assert token_refusal_causes(502, b"<html>") == []
+    assert token_refusal_causes(200, body) == []
+
+
+async def test_caller_connection_state_tracks_the_rtc_events() -> None:
+    from livekit import rtc
+
+    from client_harness.session import CallRoom, Clock
+
+    room = CallRoom(Clock(), Recorder(), listen_audio=False)
+    assert room.caller_connection_lost() is None
+    room._on_reconnecting()
+    assert room.caller_connection_lost() == "reconnecting" and room.connection_lost_at is not None
+    room._on_reconnected()  # a resume: the call goes on
+    assert room.caller_connection_lost() is None and room.connection_lost_at is None
+    room._on_reconnecting()
+    room._on_disconnected(rtc.DisconnectReason.SERVER_SHUTDOWN)
+    assert room.caller_connection_lost() == "SERVER_SHUTDOWN" and room.disconnected.is_set()
+    room._on_reconnected()  # too late: the connection had ended
+    assert room.caller_connection_lost() == "SERVER_SHUTDOWN"
+    await room.close()
+
+    # Leaving the room ourselves is not a lost connection.
+    ours = CallRoom(Clock(), Recorder(), listen_audio=False)
+    await ours.close()
+    ours._on_disconnected(rtc.DisconnectReason.CLIENT_INITIATED)
+    assert ours.caller_connection_lost() is None and ours.disconnected.is_set()
 
 
 def test_listing_error_is_reported() -> None:
@@ -186,12 +340,18 @@ def test_reports(tmp_path: Path) -> None:
     )
     bad = SimulationResult(1, "room-b", "text", "s")
     bad.fail(STEP_AGENT_JOIN, "no agent joined", "dispatch it")
-    bad.diagnosis = ["No agent dispatch visible (...)"]
+    bad.causes = [
+        Cause("no_dispatch", "No agent dispatch visible", "nothing listed", "dispatch it")
+    ]
     summary = summarize([good, bad])
     assert summary["success_rate"] == 0.5 and summary["failed_steps"] == {"agent_join": 1}
+    assert summary["causes"] == {"no_dispatch": 1}
     assert summary["timings"]["response_latency_s"]["p50"] == pytest.approx(0.5)
     doc = json.loads(write_json(tmp_path / "r.json", [good, bad], summary, {}).read_text())
     assert doc["simulations"][1]["failed_step"] == "agent_join"
+    assert doc["simulations"][1]["cause"] == "no_dispatch"
+    assert doc["simulations"][1]["causes"][0]["key"] == "no_dispatch"
+    assert doc["simulations"][1]["diagnosis"][0].startswith("No agent dispatch visible")
     suite = ET.parse(write_junit(tmp_path / "j.xml", [good, bad])).getroot()  # noqa: S314 - ours
     assert (suite.get("tests"), suite.get("failures")) == ("2", "1")
     failure = suite.findall("testcase")[1].find("failure")
