@@ -39,8 +39,9 @@ logger = logging.getLogger("token_server.dispatch")
 FIRST_CHECK_SECONDS = 0.25  # after a dispatch: most jobs are taken (or dropped) by then
 CHECK_SECONDS = 0.25  # between looks at a room still waiting for its agent
 # How long a dispatch gets before another is added beside it. A job a worker accepted usually
-# shows on its dispatch within ~0.25 s and its agent joins within ~0.5 s from a warm process.
-MIN_ATTEMPT_SECONDS = 1.0
+# shows on its dispatch within ~0.25 s and its agent joins within ~0.5 s from a warm process;
+# one that shows later is handled by keeping the first agent (`keep_and_surplus`).
+MIN_ATTEMPT_SECONDS = 0.5
 BACKOFF = 1.5
 # After this long, a dispatch listed with no job has none and never will: livekit-server records
 # a job on its dispatch only once its launch returns, which waits out the server's refresh of
