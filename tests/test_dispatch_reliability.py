@@ -326,3 +326,36 @@ async def test_token_latency_is_flat_with_thirty_thousand_rooms(own_stack: Local
     empty, full = statistics.median(samples["empty"]), statistics.median(samples["full"])
     # ListRooms made this ~10x at this size (23 ms against 0.7 ms); generous against noise
     assert full / empty < 1.5, (empty, full)
+
+
+async def test_hundreds_of_rooms_followed_at_once_stay_bounded_and_stop_cleanly(
+    own_stack: LocalStack,
+) -> None:
+    """300 rooms waiting for an agent that never comes (no worker): the endpoint keeps answering,
+    its extra dispatches stay within DISPATCH_RETRY_RATE, and stopping it ends every follow."""
+    livekit = own_stack.start_livekit()
+    endpoint = start_endpoint(own_stack, livekit, DISPATCH_RETRY_RATE="20")
+    rooms = [f"crowd-{i}" for i in range(300)]
+    async with httpx.AsyncClient(timeout=30) as client:
+        slots = asyncio.Semaphore(16)
+
+        async def ask(room: str) -> int:
+            async with slots:
+                return (await client.post(endpoint.endpoint, json={"room_name": room})).status_code
+
+        assert set(await asyncio.gather(*(ask(r) for r in rooms))) == {200}
+        started = time.monotonic()
+        await asyncio.sleep(6)
+        # still answering promptly-enough while following them all
+        resp = await client.post(endpoint.endpoint, json={"room_name": "one-more"})
+        assert resp.status_code == 200
+    elapsed = time.monotonic() - started + 1  # the last requests' first looks
+    created = livekit.process.log_text().count("AgentDispatchService.CreateDispatch")
+    extra = created - len(rooms) - 1
+    assert 0 < extra <= 20 * (elapsed + 2), (extra, elapsed)
+
+    endpoint.process.signal(signal.SIGTERM)
+    await asyncio.to_thread(endpoint.process.proc.wait, 30)
+    found = fates(endpoint)
+    assert {found[r]["fate"] for r in rooms} == {"shutdown"}
+    assert "Traceback" not in endpoint.process.log_text()
