@@ -266,8 +266,8 @@ async def main() -> None:
     print()
     print(
         "| burst | slots | healing | got an agent | join p50 / p95 | token p50 | dispatches/sim "
-        "| waited: slot freed → agent joins p50 / p95 (n) | surplus jobs removed | rooms with 2 agents "
-        "| token-server CPU |"
+        "| waited: slot freed → agent joins p50 / p95 (n) | surplus jobs removed "
+        "| rooms with 2 agents | token-server CPU |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
