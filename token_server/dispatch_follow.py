@@ -48,6 +48,10 @@ BACKOFF = 1.5
 # registered agent names (5 s, whenever a worker registers and once a minute) plus the job
 # request itself (psrpc's 3 s). Until then "no job listed" may mean "taken, not yet listed".
 SETTLED_SECONDS = 8.5
+# Looks (two constant-cost API calls each) per second a process spends, per dispatch it may add
+# (DISPATCH_RETRY_RATE): past that, rooms are looked at less often than CHECK_SECONDS.
+LOOKS_PER_RETRY = 4
+_AGAIN = -1.0  # from a look: dispatch again now
 AGENT_NAME_ATTRIBUTE = "lk.agent.name"
 _TAKEN_STATUSES = (agent_proto.JS_PENDING, agent_proto.JS_RUNNING, agent_proto.JS_SUCCESS)
 
@@ -286,18 +290,26 @@ class DispatchFollower:
         try:
             async with self._slots:
                 next_at = await self._look(followed)
+            if next_at == _AGAIN:
+                await self._rate.take()  # outside the slots: looks at other rooms go on
+                if not self._is_followed(followed) or followed.fate.done():
+                    return  # withdrawn or stopped meanwhile: no dispatch for it
+                async with self._slots:
+                    next_at = await self._dispatch_again(followed)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug must not end the follow silently
             logger.exception("dispatch follow step failed", exc_info=exc)
             followed.problem = f"follow step failed: {type(exc).__name__}: {exc}"
             next_at = time.monotonic() + followed.interval
-        key = (followed.room, followed.agent_name)
-        if next_at is not None and self._followed.get(key) is followed:
-            self._schedule(followed, next_at)
+        if next_at is not None and self._is_followed(followed):
+            # with many rooms followed, each is looked at less often: a bounded load on LiveKit
+            spread = len(self._followed) / (LOOKS_PER_RETRY * self._settings.dispatch_retry_rate)
+            self._schedule(followed, max(next_at, time.monotonic() + spread))
 
     async def _look(self, followed: _Followed) -> float | None:
-        """One look at a followed room; returns when to look next (None: done with it)."""
+        """One look at a followed room; returns when to look next (None: done with it, _AGAIN:
+        dispatch again now)."""
         settings = self._settings
         now = time.monotonic()
         waiting = not followed.fate.done()
@@ -348,7 +360,7 @@ class DispatchFollower:
         newest = max(followed.attempts.values())
         if now - newest < followed.interval:
             return min(now + CHECK_SECONDS, newest + followed.interval)
-        return await self._dispatch_again(followed)
+        return _AGAIN
 
     async def _settle(self, followed: _Followed, view: RoomView, now: float) -> float | None:
         """An agent came: the fate is known; remove what is surplus until nothing is unsettled."""
@@ -376,7 +388,6 @@ class DispatchFollower:
         return now + CHECK_SECONDS * 4
 
     async def _dispatch_again(self, followed: _Followed) -> float:
-        await self._rate.take()
         settings = self._settings
         try:
             async with asyncio.timeout(settings.dispatch_timeout_seconds):
@@ -441,6 +452,9 @@ class DispatchFollower:
                 followed.problem = f"deleting a dispatch failed: {_describe(exc)}"
                 continue
             followed.attempts.pop(dispatch_id, None)
+
+    def _is_followed(self, followed: _Followed) -> bool:
+        return self._followed.get((followed.room, followed.agent_name)) is followed
 
     def _forget(self, followed: _Followed) -> None:
         key = (followed.room, followed.agent_name)
