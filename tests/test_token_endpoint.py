@@ -481,9 +481,17 @@ async def test_several_workers_serve_and_still_dispatch_once(
     # that created it keeps adding dispatches beside it until one is taken: their ids differ).
     for _ in range(6):
         assert post(server, {"room_name": room, **PLATFORM_BODY}).json()["dispatch_id"]
-    request_lines = [
-        line for line in server.process.log_text().splitlines() if f'"room":"{room}"' in line
-    ]
-    assert sum('"dispatch":"created"' in line for line in request_lines) == 1
-    assert sum('"dispatch":"existing"' in line for line in request_lines) == 5
+
+    def request_lines() -> list[str]:
+        lines = server.process.log_text().splitlines()
+        return [
+            line for line in lines if '"event":"request"' in line and f'"room":"{room}"' in line
+        ]
+
+    # each request's log line is written just after its answer is sent
+    deadline = time.monotonic() + 10
+    while len(request_lines()) < 6 and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert sum('"dispatch":"created"' in line for line in request_lines()) == 1
+    assert sum('"dispatch":"existing"' in line for line in request_lines()) == 5
     assert named(await list_dispatches(livekit_server, room))
