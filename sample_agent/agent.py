@@ -31,7 +31,7 @@ import time
 from typing import Any
 
 import numpy as np
-from livekit import api
+from livekit import api, rtc
 from livekit.agents import (
     NOT_GIVEN,
     Agent,
@@ -177,6 +177,14 @@ async def entrypoint(ctx: JobContext, settings: Settings) -> None:
     # join now (the platform waits for the agent to appear), greet once the caller is here:
     # a greeting spoken into an empty room, or its transcript, would be lost
     await ctx.connect()
+    if _agent_already_here(ctx, settings.agent_name):
+        # a second dispatch of this room was taken too (a dispatcher retrying an offer that was
+        # slow to show): the caller keeps the agent that came first; its dispatcher removes ours
+        logger.warning(
+            "an agent of this name is already in the room; leaving", extra={"room": ctx.room.name}
+        )
+        ctx.shutdown(reason="another agent already serves this room")
+        return
     _end_job_when_room_is_gone(ctx)
     try:
         caller = await asyncio.wait_for(ctx.wait_for_participant(), settings.caller_timeout_seconds)
@@ -202,6 +210,14 @@ async def entrypoint(ctx: JobContext, settings: Settings) -> None:
     logger.info(
         "call started",
         extra={"room": ctx.room.name, "caller": caller.identity, "variant": profile.variant},
+    )
+
+
+def _agent_already_here(ctx: JobContext, agent_name: str) -> bool:
+    return any(
+        p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
+        and p.attributes.get("lk.agent.name") == agent_name
+        for p in ctx.room.remote_participants.values()
     )
 
 

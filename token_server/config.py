@@ -44,7 +44,7 @@ class Settings:
     # Following each dispatch until a worker takes its job (livekit-server offers a job once):
     dispatch_retry: bool = True
     dispatch_retry_deadline_seconds: float = 120.0
-    dispatch_retry_max_interval_seconds: float = 0.5
+    dispatch_retry_interval_seconds: float = 0.5
     dispatch_retry_rate: float = 50.0  # re-dispatches per second, at most, across all rooms
     dispatch_max_followed: int = 10_000
     dispatch_strict: bool = False
@@ -183,8 +183,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         dispatch_retry_deadline_seconds=number(
             "DISPATCH_RETRY_DEADLINE_SECONDS", "120", float, 1, 3600
         ),
-        dispatch_retry_max_interval_seconds=number(
-            "DISPATCH_RETRY_MAX_INTERVAL_SECONDS", "0.5", float, 0.25, 60
+        dispatch_retry_interval_seconds=number(
+            "DISPATCH_RETRY_INTERVAL_SECONDS", "0.5", float, 0.25, 60
         ),
         dispatch_retry_rate=number("DISPATCH_RETRY_RATE", "50", float, 1, 10_000),
         dispatch_max_followed=number("DISPATCH_MAX_FOLLOWED", "10000", int, 1, 1_000_000),

@@ -38,11 +38,14 @@ logger = logging.getLogger("token_server.dispatch")
 
 FIRST_CHECK_SECONDS = 0.25  # after a dispatch: most jobs are taken (or dropped) by then
 CHECK_SECONDS = 0.25  # between looks at a room still waiting for its agent
-# How long a dispatch gets before another is added beside it. A job a worker accepted usually
-# shows on its dispatch within ~0.25 s and its agent joins within ~0.5 s from a warm process;
-# one that shows later is handled by keeping the first agent (`keep_and_surplus`).
-MIN_ATTEMPT_SECONDS = 0.5
-BACKOFF = 1.5
+# How long the first dispatch gets before another is added beside it. A job a worker accepted
+# usually shows on its dispatch within ~0.25 s, but a busy worker answers livekit-server's offer
+# late, and its job shows late too: dispatching again then could send a second agent (see
+# `keep_and_surplus`). Once the first went untaken, the worker was most likely full, and a full
+# worker makes livekit-server drop an offer at once: later dispatches follow every
+# DISPATCH_RETRY_INTERVAL_SECONDS, so a waiting caller gets a freed slot quickly; the more rooms
+# wait, the rarer each one's turn (DISPATCH_RETRY_RATE, LOOKS_PER_RETRY).
+FIRST_ATTEMPT_SECONDS = 2.0
 # After this long, a dispatch listed with no job has none and never will: livekit-server records
 # a job on its dispatch only once its launch returns, which waits out the server's refresh of
 # registered agent names (5 s, whenever a worker registers and once a minute) plus the job
@@ -122,7 +125,7 @@ class _Followed:
     metadata: str
     started: float
     attempts: dict[str, float]  # dispatch id -> when it was created, oldest first
-    interval: float = MIN_ATTEMPT_SECONDS
+    interval: float = FIRST_ATTEMPT_SECONDS
     caller_seen: bool = False
     kept: str | None = None  # once taken: the dispatch whose agent stays
     problem: str = "no worker has taken the job yet"
@@ -400,9 +403,7 @@ class DispatchFollower:
         now = time.monotonic()
         followed.attempts[new_id] = now
         followed.created += 1
-        followed.interval = min(
-            followed.interval * BACKOFF, settings.dispatch_retry_max_interval_seconds
-        )
+        followed.interval = settings.dispatch_retry_interval_seconds
         logger.debug(
             _line(
                 "dispatch_again",
