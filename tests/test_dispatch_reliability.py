@@ -359,3 +359,40 @@ async def test_hundreds_of_rooms_followed_at_once_stay_bounded_and_stop_cleanly(
     found = fates(endpoint)
     assert {found[r]["fate"] for r in rooms} == {"shutdown"}
     assert "Traceback" not in endpoint.process.log_text()
+
+
+async def test_a_second_agent_dispatched_into_a_served_room_leaves_at_once(
+    own_stack: LocalStack,
+) -> None:
+    """Two dispatches of one room both taken (what a dispatcher retrying a slow-to-show offer can
+    cause): the agent that came second sees the first and leaves before greeting."""
+    livekit = own_stack.start_livekit()
+    worker = start_worker(own_stack, livekit)
+    room = "served-room"
+    async with api.LiveKitAPI(livekit.http_url, livekit.api_key, livekit.api_secret) as lkapi:
+
+        async def agents() -> list[str]:
+            listed = await lkapi.room.list_participants(api.ListParticipantsRequest(room=room))
+            return [
+                p.identity for p in listed.participants if p.kind == api.ParticipantInfo.Kind.AGENT
+            ]
+
+        async def wait_agents(count: int) -> list[str]:
+            for _ in range(300):  # up to ~60 s
+                found = await agents()
+                if len(found) == count:
+                    return found
+                await asyncio.sleep(0.2)
+            raise AssertionError(f"{count} agent(s) expected in the room, found {found}")
+
+        request = api.CreateAgentDispatchRequest(agent_name=AGENT, room=room)
+        await lkapi.agent_dispatch.create_dispatch(request)
+        first = await wait_agents(1)
+        await lkapi.agent_dispatch.create_dispatch(request)
+        await asyncio.to_thread(
+            worker.process.wait_until,
+            lambda: "an agent of this name is already in the room" in worker.process.log_text(),
+            60,
+            "logging that the second agent leaves",
+        )
+        assert await wait_agents(1) == first
