@@ -35,9 +35,8 @@ from typing import Any
 import httpx
 from harness_load import group_cpu_seconds
 
-from client_harness.config import load_config
 from client_harness.conversation import Speech
-from client_harness.local_stack import LocalStack
+from client_harness.local_stack import LocalStack, harness_config
 from client_harness.metrics import SimulationResult
 from client_harness.report import percentile
 from client_harness.scenario import Scenario, Turn
@@ -91,16 +90,8 @@ async def _run_burst(stack: LocalStack, burst: int, healing: bool, join_timeout:
         },
         timeout=180,
     )
-    config = load_config(
-        env={},
-        overrides={
-            "generate_token_endpoint": endpoint.endpoint,
-            "livekit_url": livekit.url,
-            "livekit_agent_name": AGENT,
-            "agent_join_timeout": join_timeout,
-            "livekit_api_key": livekit.api_key,
-            "livekit_api_secret": livekit.api_secret,
-        },
+    config = harness_config(
+        endpoint, livekit, livekit_agent_name=AGENT, agent_join_timeout=join_timeout
     )
     cpu_before = group_cpu_seconds(endpoint.process.pid)
     timed: list[Timed] = []

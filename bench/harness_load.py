@@ -40,7 +40,7 @@ from typing import Any
 import httpx
 
 from client_harness.config import load_config
-from client_harness.local_stack import AgentWorker, LocalStack
+from client_harness.local_stack import AgentWorker, LocalStack, harness_config
 from client_harness.recorder import Recorder
 from client_harness.report import percentile
 from client_harness.runner import DEFAULT_CONNECT_PARALLELISM, run_many
@@ -196,17 +196,12 @@ async def run_level(
     worker_start_s = time.monotonic() - started
     worker_groups = [w.process.pid for w in workers]
     idle_pss = sum(group_pss_mb(g) for g in worker_groups)
-    config = load_config(
-        env={},
-        overrides={
-            "generate_token_endpoint": token_server.endpoint,
-            "livekit_url": livekit.url,
-            "livekit_agent_name": AGENT_NAME,
-            "agent_join_timeout": 60,
-            "request_timeout": 30,
-            "livekit_api_key": livekit.api_key,
-            "livekit_api_secret": livekit.api_secret,
-        },
+    config = harness_config(
+        token_server,
+        livekit,
+        livekit_agent_name=AGENT_NAME,
+        agent_join_timeout=60,
+        request_timeout=30,
     )
     groups = {"livekit-server": [livekit.process.pid], "token-server": [token_server.process.pid]}
     groups["agent workers"] = worker_groups

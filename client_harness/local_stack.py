@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import dataclasses
 import functools
+import json
 import os
 import random
 import re
@@ -28,6 +29,8 @@ from pathlib import Path
 from typing import TypeVar
 
 import httpx
+
+from client_harness.config import HarnessConfig, load_config
 
 LIVEKIT_SERVER_VERSION = "v1.13.5"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -233,6 +236,23 @@ class AgentWorker:
     agent_name: str
     health_url: str  # the worker's own HTTP health endpoint
     process: ChildProcess = field(repr=False, compare=False)
+
+
+def harness_config(
+    endpoint: TokenServer, livekit: LiveKitServer, **fields: object
+) -> HarnessConfig:
+    """The platform's connection fields for a token endpoint of this stack, its API key as the
+    platform's header, and the server's credentials for the harness's diagnosis; `fields`
+    override (e.g. livekit_agent_name="x", agent_join_timeout=3)."""
+    headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else None
+    base: dict[str, object] = {
+        "generate_token_endpoint": endpoint.endpoint,
+        "livekit_url": livekit.url,
+        "generate_token_headers": json.dumps(headers) if headers else "",
+        "livekit_api_key": livekit.api_key,
+        "livekit_api_secret": livekit.api_secret,
+    }
+    return load_config(env={}, overrides={**base, **fields})
 
 
 def _base_env() -> dict[str, str]:

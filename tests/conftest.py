@@ -6,14 +6,19 @@ and stops them when its scope ends.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
-from client_harness.config import HarnessConfig, load_config
-from client_harness.local_stack import AgentWorker, LiveKitServer, LocalStack, TokenServer
+from client_harness.config import HarnessConfig
+from client_harness.local_stack import (
+    AgentWorker,
+    LiveKitServer,
+    LocalStack,
+    TokenServer,
+    harness_config,
+)
 
 
 @pytest.fixture(scope="session")
@@ -96,15 +101,7 @@ def harness_config_for(livekit_server: LiveKitServer) -> Callable[..., HarnessCo
     API credentials for diagnosis; `fields` override (e.g. agent_join_timeout=3)."""
 
     def build(server: TokenServer, **fields: object) -> HarnessConfig:
-        headers = json.dumps(dict(auth_headers(server))) if server.api_key else ""
-        base: dict[str, object] = {
-            "generate_token_endpoint": server.endpoint,
-            "livekit_url": livekit_server.url,
-            "generate_token_headers": headers,
-            "livekit_api_key": livekit_server.api_key,
-            "livekit_api_secret": livekit_server.api_secret,
-        }
-        return load_config(env={}, overrides={**base, **fields})
+        return harness_config(server, livekit_server, **fields)
 
     return build
 

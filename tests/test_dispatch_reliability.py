@@ -23,8 +23,9 @@ import httpx
 import pytest
 from livekit import api, rtc
 
-from client_harness.config import HarnessConfig, load_config
+from client_harness.config import HarnessConfig
 from client_harness.local_stack import AgentWorker, LiveKitServer, LocalStack, TokenServer
+from client_harness.local_stack import harness_config as local_harness_config
 from client_harness.metrics import END_COMPLETED, SimulationResult
 from client_harness.runner import run_many
 from client_harness.scenario import Scenario, Turn
@@ -65,16 +66,8 @@ def start_endpoint(stack: LocalStack, livekit: LiveKitServer, **env: str) -> Tok
 def harness_config(
     endpoint: TokenServer, livekit: LiveKitServer, join_timeout: float = 90
 ) -> HarnessConfig:
-    return load_config(
-        env={},
-        overrides={
-            "generate_token_endpoint": endpoint.endpoint,
-            "livekit_url": livekit.url,
-            "livekit_agent_name": AGENT,
-            "agent_join_timeout": join_timeout,
-            "livekit_api_key": livekit.api_key,
-            "livekit_api_secret": livekit.api_secret,
-        },
+    return local_harness_config(
+        endpoint, livekit, livekit_agent_name=AGENT, agent_join_timeout=join_timeout
     )
 
 

@@ -23,14 +23,20 @@ import pytest
 from livekit import api
 
 from client_harness.check import FAIL, PASS, run_check
-from client_harness.config import HarnessConfig, load_config
+from client_harness.config import HarnessConfig
 from client_harness.diagnosis import (
     AGENT_UNAVAILABLE,
     LOG_NO_WORKER_REGISTERED,
     NO_DISPATCH,
     NO_WORKER_TOOK_JOB,
 )
-from client_harness.local_stack import AgentWorker, LiveKitServer, LocalStack, TokenServer
+from client_harness.local_stack import (
+    AgentWorker,
+    LiveKitServer,
+    LocalStack,
+    TokenServer,
+    harness_config,
+)
 from client_harness.metrics import (
     END_CALLER_DISCONNECTED,
     END_COMPLETED,
@@ -343,16 +349,8 @@ async def test_livekit_server_killed_mid_call_is_the_callers_disconnect(
     server = own_stack.start_token_server(
         livekit, env={"AGENT_NAME": CALLER_DROP_AGENT, "DISPATCH_MODE": "api"}
     )
-    config = load_config(
-        env={},
-        overrides={
-            "generate_token_endpoint": server.endpoint,
-            "livekit_url": livekit.url,
-            "livekit_agent_name": CALLER_DROP_AGENT,
-            "livekit_api_key": livekit.api_key,
-            "livekit_api_secret": livekit.api_secret,
-            "agent_join_timeout": 60,
-        },
+    config = harness_config(
+        server, livekit, livekit_agent_name=CALLER_DROP_AGENT, agent_join_timeout=60
     )
     # A long call: eight turns with a pause before each, so the kill lands in the middle of it.
     scenario = Scenario(
