@@ -172,8 +172,9 @@ class DispatchFollower:
     """One loop per process following every dispatch this process created, bounded in number.
 
     A room waits in two phases. Until an agent comes, each look lists the room's dispatches and
-    participants; when no worker took the job within the attempt interval, another dispatch is
-    added beside the first (with backoff), and dispatches settled with no job are deleted. Once an
+    participants; when no worker took the job (2 s for the first dispatch, then
+    DISPATCH_RETRY_INTERVAL_SECONDS), another dispatch is added beside the first, and dispatches
+    settled with no job are deleted. Once an
     agent came the fate is known (strict mode answers then), and the room is looked at until every
     dispatch beside the kept one is settled: a second agent, possible when a slow-to-show job was
     dispatched again, is removed then, and the caller keeps the agent it met first.
@@ -204,10 +205,6 @@ class DispatchFollower:
         """The current dispatch of a room being followed: a retry finds it without a server call."""
         followed = self._followed.get((room, agent_name))
         return followed.dispatch_id if followed else None
-
-    @property
-    def following(self) -> int:
-        return len(self._followed)
 
     def follow(self, room: str, agent_name: str, metadata: str, dispatch_id: str) -> bool:
         """Start following a new dispatch; False when the bound on followed rooms is reached."""
