@@ -255,8 +255,22 @@ def harness_config(
     return load_config(env={}, overrides={**base, **fields})
 
 
+# The kit's own settings (see .env.example): a child gets only what its start sets, so a variable
+# exported in the caller's shell (DISPATCH_MODE=none, AGENT_JOB_EXECUTOR=thread, ...) cannot
+# silently change the stack a test, the demo or a benchmark runs.
+_KIT_PREFIXES = ("AGENT_", "DISPATCH_", "TOKEN_", "HARNESS_")
+_KIT_NAMES = frozenset(
+    {"LIVEKIT_URL", "LIVEKIT_PUBLIC_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET"}
+    | {"ALLOWED_AGENT_NAMES", "LIVEKIT_CONFIG", "LIVEKIT_KEYS"}
+)
+
+
 def _base_env() -> dict[str, str]:
-    env = dict(os.environ)
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in _KIT_NAMES and not name.startswith(_KIT_PREFIXES)
+    }
     env.setdefault("PYTHONUNBUFFERED", "1")
     # Nothing in the stack may reach a model hub.
     env.setdefault("HF_HUB_OFFLINE", "1")
@@ -336,7 +350,6 @@ class LocalStack:
         argv = [str(binary), "--dev", "--bind", "127.0.0.1", "--node-ip", "127.0.0.1"]
         env = _base_env()
         env["LIVEKIT_CONFIG"] = config
-        env.pop("LIVEKIT_KEYS", None)
         child = self.spawn(f"livekit-server-{port}", argv, env)
         child.wait_http(f"http://127.0.0.1:{port}/", timeout)
         return LiveKitServer(

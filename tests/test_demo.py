@@ -7,13 +7,16 @@ The spoken call itself is the harness's `run` path, covered by the harness's end
 from __future__ import annotations
 
 import os
+import queue
 import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -39,6 +42,11 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def _pump(stream: IO[str], into: queue.Queue[str]) -> None:
+    for line in stream:
+        into.put(line)
+
+
 def test_ctrl_c_stops_the_whole_stack(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "client_harness", "demo", "--no-call", "--out", str(tmp_path)],
@@ -47,15 +55,19 @@ def test_ctrl_c_stops_the_whole_stack(tmp_path: Path) -> None:
         text=True,
     )
     assert proc.stdout is not None
+    # a reader thread, so waiting for the line is bounded even if the demo prints nothing
+    received: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=_pump, args=(proc.stdout, received), daemon=True).start()
     lines: list[str] = []
     deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if "press Ctrl-C" in line:
-            break
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            line = received.get(timeout=left)
+            lines.append(line)
+            if "press Ctrl-C" in line:
+                break
+    except queue.Empty:
+        proc.kill()
     output = "".join(lines)
     assert "press Ctrl-C" in output, output
     pids = [int(p) for p in re.findall(r"pid (\d+)", output)]
@@ -64,7 +76,9 @@ def test_ctrl_c_stops_the_whole_stack(tmp_path: Path) -> None:
     assert ports and not any(_port_free(p) for p in ports)
 
     proc.send_signal(signal.SIGINT)
-    rest, _ = proc.communicate(timeout=60)
+    proc.wait(timeout=60)
+    time.sleep(0.5)  # the reader thread's last lines
+    rest = "".join(received.queue)
     assert proc.returncode == 0, rest
     assert "stopped every process it started" in rest
     assert not any(_alive(p) for p in pids)

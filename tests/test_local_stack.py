@@ -46,3 +46,24 @@ def test_a_port_taken_before_the_server_binds_it_is_retried(
             assert "address already in use" in logs
     finally:
         held.close()
+
+
+def test_an_exported_kit_setting_does_not_change_the_stack(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a test starts is what it asked for, whatever the shell running pytest exports."""
+    for name, value in {
+        "DISPATCH_MODE": "none",
+        "TOKEN_TTL_SECONDS": "61",
+        "AGENT_JOB_EXECUTOR": "thread",
+        "LIVEKIT_API_SECRET": "exported-secret",
+    }.items():
+        monkeypatch.setenv(name, value)
+    with LocalStack(log_dir=tmp_path) as stack:
+        livekit = stack.start_livekit()
+        endpoint = stack.start_token_server(livekit, env={"AGENT_NAME": "env-agent"})
+        for name in ("DISPATCH_MODE", "TOKEN_TTL_SECONDS", "AGENT_JOB_EXECUTOR"):
+            assert name not in endpoint.process.env
+        assert endpoint.process.env["LIVEKIT_API_SECRET"] == livekit.api_secret
+        body = httpx.post(endpoint.endpoint, json={"room_name": "env-room"}).json()
+        assert body["dispatch_id"]  # api mode (the default), not the exported `none`

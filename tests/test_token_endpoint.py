@@ -375,13 +375,24 @@ def test_request_log_has_fields_and_no_secrets(
     room = new_room()
     resp = post(token_server, {"room_name": room}, headers={"X-Request-ID": "req-abc-123"})
     assert resp.headers["x-request-id"] == "req-abc-123"
-    httpx.post(token_server.endpoint, json={}, headers={"Authorization": "Bearer wrong-key-zzz"})
-    deadline = time.monotonic() + 5
-    while "wrong-key-zzz" not in token_server.process.log_text() and time.monotonic() < deadline:
-        if '"request_id":"req-abc-123"' in token_server.process.log_text():
-            break
-        time.sleep(0.05)
+    refused = httpx.post(
+        token_server.endpoint,
+        json={},
+        headers={"Authorization": "Bearer wrong-key-zzz", "X-Request-ID": "req-refused-456"},
+    )
+    assert refused.status_code == 401
+    # both requests' own lines must be written before the log is searched for secrets
+    token_server.process.wait_until(
+        lambda: all(
+            f'"request_id":"{rid}"' in token_server.process.log_text()
+            for rid in ("req-abc-123", "req-refused-456")
+        ),
+        10,
+        "logging both requests",
+    )
     log = token_server.process.log_text()
+    refused_line = next(x for x in log.splitlines() if '"request_id":"req-refused-456"' in x)
+    assert '"status":401' in refused_line and '"outcome":"unauthorized"' in refused_line
     line = next(x for x in log.splitlines() if '"request_id":"req-abc-123"' in x)
     record = json.loads(line[line.index("{") :])
     assert record["room"] == room

@@ -11,6 +11,8 @@ from token_server.token_request import (
     MAX_BODY_BYTES,
     MAX_PARTICIPANT_NAME,
     MAX_ROOM_NAME,
+    REFUSED_CATEGORIES,
+    has_refused_character,
     parse_body,
     parse_token_request,
 )
@@ -143,14 +145,17 @@ def test_same_value_under_both_spellings_is_fine() -> None:
     assert parse_token_request({"room_name": "a", "roomName": "a"}).room_name == "a"
 
 
-def test_printable_fast_path_never_lets_a_refused_character_through() -> None:
+def test_every_refused_character_is_refused_by_the_check_itself() -> None:
+    """The endpoint's own check, on every code point: each one of a refused category is caught
+    (its fast path must not let one through), and plain letters are not."""
     import sys
     import unicodedata
 
-    refused = {"Cc", "Cf", "Zl", "Zp"}
-    leaks = [
+    missed = [
         hex(cp)
         for cp in range(sys.maxunicode + 1)
-        if unicodedata.category(chr(cp)) in refused and chr(cp).isprintable()
+        if unicodedata.category(chr(cp)) in REFUSED_CATEGORIES
+        and not has_refused_character(f"name{chr(cp)}x")
     ]
-    assert leaks == []
+    assert missed == []
+    assert not has_refused_character("simulated_user café 東京 😀")

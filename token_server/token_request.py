@@ -85,17 +85,25 @@ def _pick(body: dict[str, Any], canonical: str) -> Any:
     return present[0][1] if present else None
 
 
+# Control, format (invisible), surrogate and line/paragraph separator characters. Cs: a lone
+# surrogate (JSON's "\ud800") is no character at all and cannot be UTF-8 encoded.
+REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def has_refused_character(value: str) -> bool:
+    """isprintable() is False for every refused character (and a few more, e.g. non-breaking
+    spaces): a C-speed pass first, the per-character category scan only then."""
+    return not value.isprintable() and any(
+        unicodedata.category(ch) in REFUSED_CATEGORIES for ch in value
+    )
+
+
 def _check_name(field_name: str, value: Any, max_len: int) -> str:
     if not isinstance(value, str):
         raise bad_request("invalid_field", f"{field_name} must be a string")
     if not value.strip():
         raise bad_request(f"invalid_{field_name}", f"{field_name} must not be empty")
-    # isprintable() is False for every character the precise check below refuses (and a few
-    # more, e.g. non-breaking spaces): a C-speed pass first, the per-character one only then.
-    # Cs: a lone surrogate (JSON's "\ud800") is no character at all and cannot be UTF-8 encoded.
-    if not value.isprintable() and any(
-        unicodedata.category(ch) in {"Cc", "Cf", "Cs", "Zl", "Zp"} for ch in value
-    ):
+    if has_refused_character(value):
         raise bad_request(
             f"invalid_{field_name}",
             f"{field_name} contains control, invisible or unpaired surrogate characters",
