@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     key = secrets.token_urlsafe(16)
     code = 1
     in_call = False
-    stack = LocalStack(log_dir=out / "logs")
+    # the demo runs the kit as the user's shell configures it (e.g. AGENT_PROVIDER=openai)
+    stack = LocalStack(log_dir=out / "logs", inherit_kit_settings=True)
     try:
         _say("demo: starting livekit-server (dev mode, loopback) ...")
         livekit = stack.start_livekit()

@@ -255,9 +255,10 @@ def harness_config(
     return load_config(env={}, overrides={**base, **fields})
 
 
-# The kit's own settings (see .env.example): a child gets only what its start sets, so a variable
-# exported in the caller's shell (DISPATCH_MODE=none, AGENT_JOB_EXECUTOR=thread, ...) cannot
-# silently change the stack a test, the demo or a benchmark runs.
+# The kit's own settings (see .env.example): unless told to inherit them (the demo, which runs the
+# kit as the user's shell configures it), a child gets only what its start sets, so a variable
+# exported in the shell (DISPATCH_MODE=none, AGENT_JOB_EXECUTOR=thread, ...) cannot silently
+# change the stack a test or a benchmark runs.
 _KIT_PREFIXES = ("AGENT_", "DISPATCH_", "TOKEN_", "HARNESS_")
 _KIT_NAMES = frozenset(
     {"LIVEKIT_URL", "LIVEKIT_PUBLIC_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET"}
@@ -265,11 +266,11 @@ _KIT_NAMES = frozenset(
 )
 
 
-def _base_env() -> dict[str, str]:
+def _base_env(inherit_kit_settings: bool) -> dict[str, str]:
     env = {
         name: value
         for name, value in os.environ.items()
-        if name not in _KIT_NAMES and not name.startswith(_KIT_PREFIXES)
+        if inherit_kit_settings or (name not in _KIT_NAMES and not name.startswith(_KIT_PREFIXES))
     }
     env.setdefault("PYTHONUNBUFFERED", "1")
     # Nothing in the stack may reach a model hub.
@@ -280,7 +281,8 @@ def _base_env() -> dict[str, str]:
 class LocalStack:
     """Owns every child it starts; `close()` (or leaving the `with`) stops them in reverse order."""
 
-    def __init__(self, log_dir: Path | None = None) -> None:
+    def __init__(self, log_dir: Path | None = None, inherit_kit_settings: bool = False) -> None:
+        self._inherit = inherit_kit_settings
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if log_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="livekit-kit-")
@@ -348,8 +350,9 @@ class LocalStack:
             f"logging:\n  level: info\n"
         )
         argv = [str(binary), "--dev", "--bind", "127.0.0.1", "--node-ip", "127.0.0.1"]
-        env = _base_env()
+        env = _base_env(self._inherit)
         env["LIVEKIT_CONFIG"] = config
+        env.pop("LIVEKIT_KEYS", None)  # the config's keys, whatever the shell exports
         child = self.spawn(f"livekit-server-{port}", argv, env)
         child.wait_http(f"http://127.0.0.1:{port}/", timeout)
         return LiveKitServer(
@@ -391,7 +394,7 @@ class LocalStack:
         self, livekit: LiveKitServer, env: Mapping[str, str] | None, timeout: float
     ) -> TokenServer:
         port = free_port()
-        child_env = _base_env()
+        child_env = _base_env(self._inherit)
         child_env.update(livekit.env())
         child_env.update(
             {
@@ -440,7 +443,7 @@ class LocalStack:
         timeout: float,
     ) -> AgentWorker:
         port = free_port()
-        child_env = _base_env()
+        child_env = _base_env(self._inherit)
         child_env.update(livekit.env())
         child_env.update(
             {
