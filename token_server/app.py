@@ -123,8 +123,12 @@ async def issue_token(request: Request) -> Response:
             undo = functools.partial(_withdraw, dispatcher, follower, room, agent_name, dispatch_id)
             if follower is not None:
                 follower.follow(room, agent_name, metadata, dispatch_id)
-        followed = follower is not None and follower.dispatch_id(room, agent_name) is not None
-        if settings.dispatch_strict and follower is not None and followed:
+        # strict mode waits on the room this process follows (a retry of another's is answered)
+        if (
+            settings.dispatch_strict
+            and follower is not None
+            and follower.dispatch_id(room, agent_name) is not None
+        ):
             await _wait_taken(settings, follower, room, agent_name, undo, log)
         if await request.is_disconnected():
             await undo("the caller hung up before the answer")
@@ -201,19 +205,13 @@ async def _wait_taken(
         log["dispatch"] = f"taken after {fate.dispatches} dispatch(es)"
         return
     if fate is None:
-        dispatches, observed = follower.explain(room, agent_name)
+        dispatches, blocker, observed = follower.explain(room, agent_name)
         await undo(f"strict mode: no worker took the job within {timeout:g}s")
     else:
-        dispatches, observed = fate.dispatches, fate.reason
-    if observed.startswith("the worker took the job and it failed"):
-        code = "agent_job_failed"
-    elif observed.startswith(("LiveKit API", "dispatching again failed")):
-        code = "livekit_unavailable"
-    else:
-        code = "agent_unavailable"
+        dispatches, blocker, observed = fate.dispatches, fate.blocker, fate.reason
     raise ApiError(
         503,
-        code,
+        blocker.value,
         f"no worker took the job for agent {agent_name!r} within {timeout:g}s "
         f"({dispatches} dispatch(es)): {observed}",
         headers={"Retry-After": "5"},

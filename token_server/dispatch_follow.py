@@ -69,6 +69,15 @@ class FateKind(enum.StrEnum):
     SHUTDOWN = "shutdown"  # the token server stopped while following it
 
 
+class Blocker(enum.StrEnum):
+    """What kept the job from being taken, as far as LiveKit's API shows it; the values are the
+    endpoint's strict-mode error codes."""
+
+    NOT_TAKEN = "agent_unavailable"  # no worker took it (none registered, all full, no answer)
+    JOB_FAILED = "agent_job_failed"  # a worker took it and the job failed
+    LIVEKIT = "livekit_unavailable"  # LiveKit's API did not answer or refused
+
+
 @dataclass(frozen=True)
 class Fate:
     kind: FateKind
@@ -76,6 +85,7 @@ class Fate:
     dispatches: int  # how many dispatches it took (1 = the first was taken)
     after_seconds: float  # from the first dispatch
     reason: str  # what was last observed, in words
+    blocker: Blocker = Blocker.NOT_TAKEN  # meaningful when not taken
 
     @property
     def taken(self) -> bool:
@@ -129,6 +139,7 @@ class _Followed:
     caller_seen: bool = False
     kept: str | None = None  # once taken: the dispatch whose agent stays
     problem: str = "no worker has taken the job yet"
+    problem_blocker: Blocker = Blocker.NOT_TAKEN
     job_error: str = ""
     created: int = 1  # dispatches made for this room so far
     fate: asyncio.Future[Fate] = field(default_factory=lambda: _loop().create_future())
@@ -137,6 +148,17 @@ class _Followed:
     def dispatch_id(self) -> str:
         """The dispatch a retried token request is told about: the kept one, else the newest."""
         return self.kept or next(reversed(self.attempts))
+
+    @property
+    def blocker(self) -> Blocker:
+        return Blocker.JOB_FAILED if self.job_error else self.problem_blocker
+
+    @property
+    def observed(self) -> str:
+        return self.job_error or self.problem
+
+    def blocked(self, blocker: Blocker, problem: str) -> None:
+        self.problem_blocker, self.problem = blocker, problem
 
 
 def _loop() -> asyncio.AbstractEventLoop:
@@ -240,12 +262,13 @@ class DispatchFollower:
         except TimeoutError:
             return None
 
-    def explain(self, room: str, agent_name: str) -> tuple[int, str]:
-        """How many dispatches so far, and what was last observed."""
+    def explain(self, room: str, agent_name: str) -> tuple[int, Blocker, str]:
+        """How many dispatches so far, what keeps the job from being taken, and what was last
+        observed, in words."""
         followed = self._followed.get((room, agent_name))
         if followed is None:
-            return 0, ""
-        return followed.created, followed.job_error or followed.problem
+            return 0, Blocker.NOT_TAKEN, ""
+        return followed.created, followed.blocker, followed.observed
 
     async def withdraw(self, room: str, agent_name: str, reason: str) -> None:
         """Stop following and delete the dispatches: nobody will use this room's token."""
@@ -314,8 +337,7 @@ class DispatchFollower:
         now = time.monotonic()
         waiting = not followed.fate.done()
         if waiting and now - followed.started >= settings.dispatch_retry_deadline_seconds:
-            reason = followed.job_error or followed.problem
-            await self._finish(followed, FateKind.EXPIRED, reason, delete=True)
+            await self._finish(followed, FateKind.EXPIRED, followed.observed, delete=True)
             return None
         try:
             async with asyncio.timeout(settings.dispatch_timeout_seconds):
@@ -324,7 +346,7 @@ class DispatchFollower:
             await self._finish(followed, FateKind.ROOM_CLOSED, str(exc))
             return None
         except (TimeoutError, ServerError, aiohttp.ClientError, OSError) as exc:
-            followed.problem = f"LiveKit API: {_describe(exc)}"
+            followed.blocked(Blocker.LIVEKIT, f"LiveKit API: {_describe(exc)}")
             return time.monotonic() + followed.interval
         for gone in [d for d in followed.attempts if d not in view.listed]:
             del followed.attempts[gone]
@@ -343,9 +365,10 @@ class DispatchFollower:
                 followed, FateKind.CALLER_LEFT, "the caller left before an agent came", delete=True
             )
             return None
-        followed.problem = (
+        followed.blocked(
+            Blocker.NOT_TAKEN,
             "no worker took the job: none is registered under this agent name, or every one is "
-            "at its load threshold (livekit-server's log says which)"
+            "at its load threshold (livekit-server's log says which)",
         )
         # dispatches settled with no job are inert: delete them, all but the newest
         newest_id = next(reversed(followed.attempts))
@@ -395,7 +418,7 @@ class DispatchFollower:
                     followed.room, followed.agent_name, followed.metadata
                 )
         except (TimeoutError, ServerError, aiohttp.ClientError, OSError) as exc:
-            followed.problem = f"dispatching again failed: {_describe(exc)}"
+            followed.blocked(Blocker.LIVEKIT, f"dispatching again failed: {_describe(exc)}")
             return time.monotonic() + followed.interval
         now = time.monotonic()
         followed.attempts[new_id] = now
@@ -477,6 +500,7 @@ class DispatchFollower:
             followed.created,
             round(time.monotonic() - followed.started, 3),
             reason,
+            followed.blocker,
         )
         followed.fate.set_result(fate)
         level = logging.INFO if kind in {FateKind.TAKEN, FateKind.SHUTDOWN} else logging.WARNING
