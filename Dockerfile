@@ -28,6 +28,7 @@ COPY --chown=app:app token_server ./token_server
 COPY --chown=app:app offline_speech ./offline_speech
 COPY --chown=app:app sample_agent ./sample_agent
 COPY --chown=app:app client_harness ./client_harness
+COPY --chown=app:app local_stack ./local_stack
 RUN --mount=type=cache,target=/root/.cache/uv uv sync --locked --no-dev
 USER app
 ENV TOKEN_SERVER_HOST=0.0.0.0 TOKEN_SERVER_PORT=8888
@@ -45,6 +46,7 @@ COPY --chown=app:app token_server ./token_server
 COPY --chown=app:app offline_speech ./offline_speech
 COPY --chown=app:app sample_agent ./sample_agent
 COPY --chown=app:app client_harness ./client_harness
+COPY --chown=app:app local_stack ./local_stack
 RUN --mount=type=cache,target=/root/.cache/uv uv sync --locked --no-dev --extra agent
 # Load every model once now: the build fails here, not in production, if a weight is missing.
 RUN python -c "from offline_speech import Synthesizer, Transcriber; \

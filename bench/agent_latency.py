@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.agent_caller import AgentCaller  # noqa: E402
-from client_harness.local_stack import AgentWorker, LiveKitServer, LocalStack  # noqa: E402
+from local_stack import AgentWorker, LiveKitServer, LocalStack  # noqa: E402
 from offline_speech import Synthesizer, Voice  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"

@@ -35,12 +35,13 @@ from typing import Any
 import httpx
 from harness_load import group_cpu_seconds
 
-from client_harness.conversation import Speech
-from client_harness.local_stack import LocalStack, harness_config
-from client_harness.metrics import SimulationResult
+from client_harness.caller.conversation import Speech
+from client_harness.caller.simulation import RunOptions, run_simulation
+from client_harness.config import stack_config
+from client_harness.measurement.metrics import SimulationResult
 from client_harness.report import percentile
 from client_harness.scenario import Scenario, Turn
-from client_harness.simulation import RunOptions, run_simulation
+from local_stack import LocalStack
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -90,7 +91,7 @@ async def _run_burst(stack: LocalStack, burst: int, healing: bool, join_timeout:
         },
         timeout=180,
     )
-    config = harness_config(
+    config = stack_config(
         endpoint, livekit, livekit_agent_name=AGENT, agent_join_timeout=join_timeout
     )
     cpu_before = group_cpu_seconds(endpoint.process.pid)

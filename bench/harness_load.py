@@ -39,15 +39,15 @@ from typing import Any
 
 import httpx
 
-from client_harness.config import load_config
-from client_harness.local_stack import AgentWorker, LocalStack, harness_config
-from client_harness.recorder import Recorder
+from client_harness.caller.call_room import CallRoom, Clock
+from client_harness.caller.runner import DEFAULT_CONNECT_PARALLELISM, run_many
+from client_harness.caller.simulation import RunOptions
+from client_harness.caller.token_fetch import new_room_name, request_token
+from client_harness.config import load_config, stack_config
+from client_harness.measurement.recorder import Recorder
 from client_harness.report import percentile
-from client_harness.runner import DEFAULT_CONNECT_PARALLELISM, run_many
 from client_harness.scenario import load_scenario, scenario_from_dict
-from client_harness.session import CallRoom, Clock
-from client_harness.simulation import RunOptions
-from client_harness.token_request import new_room_name, request_token
+from local_stack import AgentWorker, LocalStack
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -196,7 +196,7 @@ async def run_level(
     worker_start_s = time.monotonic() - started
     worker_groups = [w.process.pid for w in workers]
     idle_pss = sum(group_pss_mb(g) for g in worker_groups)
-    config = harness_config(
+    config = stack_config(
         token_server,
         livekit,
         livekit_agent_name=AGENT_NAME,

@@ -35,7 +35,7 @@ from livekit import api
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from client_harness.local_stack import LiveKitServer, LocalStack, free_port  # noqa: E402
+from local_stack import LiveKitServer, LocalStack, free_port  # noqa: E402
 
 WRK_SCRIPT = REPO / "bench" / "wrk_token.lua"
 RESULTS = REPO / "bench" / "results"

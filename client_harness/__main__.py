@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from client_harness import cli
+from client_harness.commands import cli
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -269,3 +269,41 @@ def load_config(
     if problems:
         raise ConfigError(problems)
     return config
+
+
+class TokenEndpointAddress(Protocol):
+    """Where a token endpoint answers and the API key it wants (a local stack's `TokenServer`)."""
+
+    @property
+    def endpoint(self) -> str: ...
+    @property
+    def api_key(self) -> str | None: ...
+
+
+class LiveKitAddress(Protocol):
+    """Where a livekit-server answers and a key pair it accepts (a local `LiveKitServer`)."""
+
+    @property
+    def url(self) -> str: ...
+    @property
+    def api_key(self) -> str: ...
+    @property
+    def api_secret(self) -> str: ...
+
+
+def stack_config(
+    endpoint: TokenEndpointAddress, livekit: LiveKitAddress, **fields: object
+) -> HarnessConfig:
+    """The platform's connection fields for `endpoint` (its API key as the platform's header),
+    and `livekit`'s credentials for the harness's diagnosis; `fields` override (e.g.
+    livekit_agent_name="x", agent_join_timeout=3). Tests, benchmarks and the demo build their
+    config here, so each calls the stack exactly as the platform would."""
+    headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else None
+    base: dict[str, object] = {
+        "generate_token_endpoint": endpoint.endpoint,
+        "livekit_url": livekit.url,
+        "generate_token_headers": json.dumps(headers) if headers else "",
+        "livekit_api_key": livekit.api_key,
+        "livekit_api_secret": livekit.api_secret,
+    }
+    return load_config(env={}, overrides={**base, **fields})

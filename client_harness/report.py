@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from client_harness.metrics import SimulationResult
+from client_harness.measurement.metrics import SimulationResult
 
 TIMINGS = (
     ("token_request_s", "token request"),

@@ -19,6 +19,9 @@ from typing import Any
 
 import yaml
 
+# The scenario `client-harness run` and the demo use when none is given.
+DEFAULT_SCENARIO = Path(__file__).resolve().parent / "scenarios" / "booking.yaml"
+
 
 class ScenarioError(ValueError):
     """The scenario file is unusable; the message names the key."""

@@ -17,7 +17,8 @@ instant: the worker's own count when it answers a job request, and the server's 
   elsewhere or nowhere). We push the status as soon as a call starts or ends.
 
 The last two need framework internals: they live in `count_calls_exactly`, the one function here
-that touches them, and tests/test_agent_capacity.py fails if the framework changes their shape.
+that touches them, and tests/sample_agent/test_capacity.py fails if the framework changes their
+shape.
 """
 
 from __future__ import annotations
@@ -57,8 +58,8 @@ def count_calls_exactly(server: AgentServer, max_calls: int) -> None:
     """Make `server` count accepted-not-started jobs as one call each and push its status to
     livekit-server the moment a call starts or ends.
 
-    THE ONLY CODE THAT TOUCHES livekit-agents INTERNALS (1.8.9; test_agent_capacity.py checks
-    each one still exists with the shape used here):
+    THE ONLY CODE THAT TOUCHES livekit-agents INTERNALS (1.8.9; tests/sample_agent/test_capacity.py
+    checks each one still exists with the shape used here):
     - `AgentServer._get_effective_load()`: the load the worker answers job requests and builds
       its status with; replaced on this instance by one that counts reservations as calls.
     - `AgentServer._reserved_slots`: jobs it said "available" to that are not running yet.

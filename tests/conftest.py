@@ -1,6 +1,6 @@
 """The one place where tests get the real stack: livekit-server, the token endpoint, the agent.
 
-Every fixture starts real processes through `client_harness.local_stack` (loopback, free ports)
+Every fixture starts real processes through `local_stack` (loopback, free ports)
 and stops them when its scope ends.
 """
 
@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from client_harness.config import HarnessConfig
-from client_harness.local_stack import (
+from client_harness.config import HarnessConfig, stack_config
+from local_stack import (
     AgentWorker,
     LiveKitServer,
     LocalStack,
     TokenServer,
-    harness_config,
 )
 
 
@@ -101,7 +100,7 @@ def harness_config_for(livekit_server: LiveKitServer) -> Callable[..., HarnessCo
     API credentials for diagnosis; `fields` override (e.g. agent_join_timeout=3)."""
 
     def build(server: TokenServer, **fields: object) -> HarnessConfig:
-        return harness_config(server, livekit_server, **fields)
+        return stack_config(server, livekit_server, **fields)
 
     return build
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from client_harness.local_stack import LIVEKIT_SERVER_VERSION, REPO_ROOT
+from local_stack import LIVEKIT_SERVER_VERSION, REPO_ROOT
 from sample_agent import config as agent_config
 from token_server import config as token_config
 

@@ -1,0 +1,1 @@
+"""The commands a user runs: `client-harness run`, `check` and `demo`."""

@@ -1,0 +1,30 @@
+"""The kit's real components on loopback, for tests, benchmarks and the demo.
+
+`LocalStack` starts livekit-server, the token endpoint and agent workers as child processes on
+free ports and stops every one it started. It knows nothing of the harness: it starts the kit's
+own commands and hands back where they listen.
+"""
+
+from local_stack.errors import StackError
+from local_stack.livekit_binary import (
+    LIVEKIT_SERVER_VERSION,
+    REPO_ROOT,
+    cached_livekit_server_path,
+    find_livekit_server,
+)
+from local_stack.processes import ChildProcess, free_port
+from local_stack.stack import AgentWorker, LiveKitServer, LocalStack, TokenServer
+
+__all__ = [
+    "LIVEKIT_SERVER_VERSION",
+    "REPO_ROOT",
+    "AgentWorker",
+    "ChildProcess",
+    "LiveKitServer",
+    "LocalStack",
+    "StackError",
+    "TokenServer",
+    "cached_livekit_server_path",
+    "find_livekit_server",
+    "free_port",
+]

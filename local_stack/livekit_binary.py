@@ -1,0 +1,39 @@
+"""Which livekit-server binary the local stack runs: the version the kit is tested with."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from local_stack.errors import StackError
+
+LIVEKIT_SERVER_VERSION = "v1.13.5"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+INSTALL_SCRIPT = REPO_ROOT / "scripts" / "install-livekit-server.sh"
+
+
+def cached_livekit_server_path() -> Path:
+    """Where scripts/install-livekit-server.sh leaves the binary it builds."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "coval-livekit-kit" / f"livekit-server-{LIVEKIT_SERVER_VERSION}"
+
+
+def find_livekit_server() -> Path:
+    """$LIVEKIT_SERVER_BIN, else `livekit-server` on PATH, else the provisioned cache path."""
+    explicit = os.environ.get("LIVEKIT_SERVER_BIN")
+    if explicit:
+        path = Path(explicit)
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            raise StackError(f"LIVEKIT_SERVER_BIN={explicit} is not an executable file")
+        return path
+    on_path = shutil.which("livekit-server")
+    if on_path:
+        return Path(on_path)
+    cached = cached_livekit_server_path()
+    if cached.is_file() and os.access(cached, os.X_OK):
+        return cached
+    raise StackError(
+        f"livekit-server {LIVEKIT_SERVER_VERSION} not found: run `bash {INSTALL_SCRIPT}` "
+        "(builds it with Go), or set LIVEKIT_SERVER_BIN to an existing binary"
+    )

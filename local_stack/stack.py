@@ -1,0 +1,272 @@
+"""The kit's local stack (livekit-server, token endpoint, agent worker) as child processes.
+
+Tests, the demo and the benchmarks all start the same real components through this one module:
+loopback only, free ports chosen per run (so two runs can share a machine), every child in its own
+process group and stopped on exit, including on Ctrl-C or a failed start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from local_stack.errors import StackError
+from local_stack.livekit_binary import find_livekit_server
+from local_stack.processes import ChildProcess, free_port
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class LiveKitServer:
+    """How to reach a running livekit-server."""
+
+    url: str  # ws://127.0.0.1:PORT — what clients and agents connect to
+    http_url: str  # http://127.0.0.1:PORT — the server API (twirp) base
+    api_key: str
+    api_secret: str
+    process: ChildProcess = field(repr=False, compare=False)
+
+    def env(self) -> dict[str, str]:
+        """The variables every LiveKit SDK reads."""
+        return {
+            "LIVEKIT_URL": self.url,
+            "LIVEKIT_API_KEY": self.api_key,
+            "LIVEKIT_API_SECRET": self.api_secret,
+        }
+
+
+@dataclass(frozen=True)
+class TokenServer:
+    base_url: str
+    endpoint: str  # full URL of the token route
+    api_key: str | None
+    process: ChildProcess = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class AgentWorker:
+    """A running `sample-agent` worker, registered with a livekit-server under `agent_name`."""
+
+    agent_name: str
+    health_url: str  # the worker's own HTTP health endpoint
+    process: ChildProcess = field(repr=False, compare=False)
+
+
+# The kit's own settings (see .env.example): unless told to inherit them (the demo, which runs the
+# kit as the user's shell configures it), a child gets only what its start sets, so a variable
+# exported in the shell (DISPATCH_MODE=none, AGENT_JOB_EXECUTOR=thread, ...) cannot silently
+# change the stack a test or a benchmark runs.
+_KIT_PREFIXES = ("AGENT_", "DISPATCH_", "TOKEN_", "HARNESS_")
+_KIT_NAMES = frozenset(
+    {"LIVEKIT_URL", "LIVEKIT_PUBLIC_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET"}
+    | {"ALLOWED_AGENT_NAMES", "LIVEKIT_CONFIG", "LIVEKIT_KEYS"}
+)
+
+
+def _base_env(inherit_kit_settings: bool) -> dict[str, str]:
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if inherit_kit_settings or (name not in _KIT_NAMES and not name.startswith(_KIT_PREFIXES))
+    }
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    # Nothing in the stack may reach a model hub.
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    return env
+
+
+class LocalStack:
+    """Owns every child it starts; `close()` (or leaving the `with`) stops them in reverse order."""
+
+    def __init__(self, log_dir: Path | None = None, inherit_kit_settings: bool = False) -> None:
+        self._inherit = inherit_kit_settings
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if log_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="livekit-kit-")
+            log_dir = Path(self._tmp.name)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir = log_dir
+        self._children: list[ChildProcess] = []
+
+    def __enter__(self) -> LocalStack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        while self._children:
+            self._children.pop().stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def spawn(self, name: str, argv: list[str], env: Mapping[str, str]) -> ChildProcess:
+        child = ChildProcess(name, argv, env, self.log_dir)
+        self._children.append(child)
+        return child
+
+    def stop(self, child: ChildProcess) -> None:
+        child.stop()
+        if child in self._children:
+            self._children.remove(child)
+
+    def _retrying_port_clashes(self, start: Callable[[], T], attempts: int = 4) -> T:
+        """Run `start`; if its child lost a port to another process (the race between probing
+        a free port and binding it), stop what it spawned and try again with new ports."""
+        for attempt in range(attempts):
+            before = len(self._children)
+            try:
+                return start()
+            except StackError as exc:
+                if "address already in use" not in str(exc).lower() or attempt == attempts - 1:
+                    raise
+                while len(self._children) > before:
+                    self._children.pop().stop()
+        raise AssertionError("unreachable")
+
+    def start_livekit(
+        self, *, api_key: str = "devkey", api_secret: str | None = None, timeout: float = 30.0
+    ) -> LiveKitServer:
+        """livekit-server --dev on loopback with its own key pair and free ports."""
+        return self._retrying_port_clashes(
+            functools.partial(self._start_livekit, api_key, api_secret, timeout)
+        )
+
+    def _start_livekit(self, api_key: str, api_secret: str | None, timeout: float) -> LiveKitServer:
+        binary = find_livekit_server()
+        api_secret = api_secret or secrets.token_urlsafe(32)
+        port, rtc_tcp = free_port(), free_port()
+        udp = free_port(socket.SOCK_DGRAM)
+        config = (
+            f"port: {port}\n"
+            f"bind_addresses: [127.0.0.1]\n"
+            f"rtc:\n  tcp_port: {rtc_tcp}\n  udp_port: {udp}\n  node_ip: 127.0.0.1\n"
+            f"  use_external_ip: false\n"
+            f"keys:\n  {api_key}: {api_secret}\n"
+            f"logging:\n  level: info\n"
+        )
+        argv = [str(binary), "--dev", "--bind", "127.0.0.1", "--node-ip", "127.0.0.1"]
+        env = _base_env(self._inherit)
+        env["LIVEKIT_CONFIG"] = config
+        env.pop("LIVEKIT_KEYS", None)  # the config's keys, whatever the shell exports
+        child = self.spawn(f"livekit-server-{port}", argv, env)
+        child.wait_http(f"http://127.0.0.1:{port}/", timeout)
+        return LiveKitServer(
+            url=f"ws://127.0.0.1:{port}",
+            http_url=f"http://127.0.0.1:{port}",
+            api_key=api_key,
+            api_secret=api_secret,
+            process=child,
+        )
+
+    def restart_livekit(self, server: LiveKitServer, timeout: float = 30.0) -> LiveKitServer:
+        """Start `server`'s livekit-server again, same binary, ports, keys and config, once its
+        process has stopped (a test killed it); returns the new handle (same URLs, new process).
+        Clients that were connected reconnect to it as they would to a crashed-and-restarted one."""
+        old = server.process
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            old.proc.wait(5)  # a signal just sent may take a moment to land
+        if old.alive():
+            raise StackError(f"{old.name} is still running: stop or kill it before restarting it")
+        self.stop(old)  # reaps it and closes its log, which is kept
+        restarts = sum(1 for c in self._children if c.name.startswith(f"{old.name}-restart"))
+        child = self.spawn(f"{old.name}-restart{restarts + 1}", old.argv, old.env)
+        child.wait_http(server.http_url + "/", timeout)
+        return dataclasses.replace(server, process=child)
+
+    def start_token_server(
+        self,
+        livekit: LiveKitServer,
+        *,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 30.0,
+    ) -> TokenServer:
+        """`python -m token_server` against `livekit`; `env` overrides its settings."""
+        return self._retrying_port_clashes(
+            functools.partial(self._start_token_server, livekit, env, timeout)
+        )
+
+    def _start_token_server(
+        self, livekit: LiveKitServer, env: Mapping[str, str] | None, timeout: float
+    ) -> TokenServer:
+        port = free_port()
+        child_env = _base_env(self._inherit)
+        child_env.update(livekit.env())
+        child_env.update(
+            {
+                "TOKEN_SERVER_HOST": "127.0.0.1",
+                "TOKEN_SERVER_PORT": str(port),
+                "TOKEN_SERVER_ALLOW_NO_AUTH": "1",
+                "TOKEN_SERVER_LOAD_DOTENV": "0",
+            }
+        )
+        child_env.update(env or {})
+        child = self.spawn(
+            f"token-server-{port}", [sys.executable, "-m", "token_server"], child_env
+        )
+        base = f"http://127.0.0.1:{port}"
+        child.wait_http(f"{base}/healthz", timeout)
+        path = child_env.get("TOKEN_SERVER_PATH", "/livekit/token")
+        keys = [k for k in child_env.get("TOKEN_SERVER_API_KEYS", "").split(",") if k.strip()]
+        return TokenServer(
+            base_url=base,
+            endpoint=base + path,
+            api_key=keys[0].strip() if keys else None,
+            process=child,
+        )
+
+    def start_agent(
+        self,
+        livekit: LiveKitServer,
+        agent_name: str,
+        *,
+        env: Mapping[str, str] | None = None,
+        mode: str = "start",
+        timeout: float = 120.0,
+    ) -> AgentWorker:
+        """`python -m sample_agent start` against `livekit`, returned once the server has
+        registered it (its "registered worker" log line); `env` overrides its settings."""
+        return self._retrying_port_clashes(
+            functools.partial(self._start_agent, livekit, agent_name, env, mode, timeout)
+        )
+
+    def _start_agent(
+        self,
+        livekit: LiveKitServer,
+        agent_name: str,
+        env: Mapping[str, str] | None,
+        mode: str,
+        timeout: float,
+    ) -> AgentWorker:
+        port = free_port()
+        child_env = _base_env(self._inherit)
+        child_env.update(livekit.env())
+        child_env.update(
+            {
+                "AGENT_NAME": agent_name,
+                "AGENT_HTTP_HOST": "127.0.0.1",
+                "AGENT_HTTP_PORT": str(port),
+                "AGENT_LOAD_DOTENV": "0",
+            }
+        )
+        child_env.update(env or {})
+        child = self.spawn(
+            f"agent-{agent_name}-{port}", [sys.executable, "-m", "sample_agent", mode], child_env
+        )
+        child.wait_log(r"registered worker", timeout)
+        return AgentWorker(
+            agent_name=agent_name, health_url=f"http://127.0.0.1:{port}/", process=child
+        )
