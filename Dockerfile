@@ -24,6 +24,7 @@ FROM base AS token-server
 COPY --chown=app:app pyproject.toml uv.lock README.md ./
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --locked --no-dev --no-install-project
+COPY --chown=app:app kit_settings ./kit_settings
 COPY --chown=app:app token_server ./token_server
 COPY --chown=app:app offline_speech ./offline_speech
 COPY --chown=app:app sample_agent ./sample_agent
@@ -42,6 +43,7 @@ FROM base AS sample-agent
 COPY --chown=app:app pyproject.toml uv.lock README.md ./
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --locked --no-dev --extra agent --no-install-project
+COPY --chown=app:app kit_settings ./kit_settings
 COPY --chown=app:app token_server ./token_server
 COPY --chown=app:app offline_speech ./offline_speech
 COPY --chown=app:app sample_agent ./sample_agent
