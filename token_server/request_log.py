@@ -1,4 +1,5 @@
-"""One structured JSON line per request: request id, route, room, outcome, latency. No secrets.
+"""One structured JSON line per request: request id, answering process, route, room, outcome,
+latency. No secrets.
 
 Pure ASGI middleware (not BaseHTTPMiddleware) so it adds no task per request on the hot path.
 Handlers add fields (room, dispatch id, error code) to `scope["state"]["log"]`.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 import uuid
@@ -68,6 +70,7 @@ class RequestLogMiddleware:
         record = {
             "event": "request",
             "request_id": request_id,
+            "pid": os.getpid(),  # which process answered (TOKEN_SERVER_WORKERS > 1)
             "method": scope["method"],
             "path": scope["path"],
             "status": status,
