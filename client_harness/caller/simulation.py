@@ -14,15 +14,15 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-from livekit import api, rtc
+from livekit import rtc
 
+from client_harness.caller.agent_join import join_and_wait_for_agent
 from client_harness.caller.call_room import AGENT_NAME_ATTR, CallRoom, Clock, kind_name
-from client_harness.caller.claims import ClaimsReport, check_claims
+from client_harness.caller.claims import check_claims
 from client_harness.caller.conversation import Conversation, Speech
 from client_harness.caller.token_answer import TokenEndpointError
 from client_harness.caller.token_fetch import (
@@ -34,12 +34,12 @@ from client_harness.caller.token_fetch import (
 )
 from client_harness.config import HarnessConfig
 from client_harness.measurement.diagnosis import (
-    Cause,
-    JoinObservation,
-    ListedDispatch,
-    ListedJob,
-    diagnose_agent_join,
+    agent_left_early,
+    agent_never_spoke,
+    caller_connection_dropped,
+    conversation_error,
     token_refusal_causes,
+    turns_unanswered,
 )
 from client_harness.measurement.metrics import (
     END_AGENT_LEFT,
@@ -47,7 +47,6 @@ from client_harness.measurement.metrics import (
     END_COMPLETED,
     END_MAX_DURATION,
     STEP_AGENT_JOIN,
-    STEP_CONNECT,
     STEP_CONVERSATION,
     STEP_TOKEN,
     SimulationResult,
@@ -69,144 +68,6 @@ class RunOptions:
     transcribe: bool = True  # voice mode: transcribe the agent offline
     record_dir: Path | None = None  # stereo WAVs go here (None: no recording written)
     connect_timeout: float = 10.0
-
-
-def api_url_for(config: HarnessConfig, server_url: str) -> str:
-    """The server API URL for dispatch listing: configured, else the ws URL as http."""
-    if config.livekit_api_url:
-        return config.livekit_api_url
-    parts = urlsplit(server_url)
-    scheme = {"wss": "https", "ws": "http"}.get(parts.scheme, parts.scheme)
-    return urlunsplit((scheme, parts.netloc, "", "", ""))
-
-
-def listed_dispatch(dispatch: api.AgentDispatch) -> ListedDispatch:
-    """A dispatch as the server API lists it, with what became of its jobs."""
-    jobs = tuple(
-        ListedJob(
-            id=job.id,
-            status=api.JobStatus.Name(job.state.status),
-            error=job.state.error,
-            participant_identity=job.state.participant_identity,
-            worker_id=job.state.worker_id,
-        )
-        for job in dispatch.state.jobs
-    )
-    return ListedDispatch(agent_name=dispatch.agent_name, id=dispatch.id, jobs=jobs)
-
-
-async def list_dispatches(
-    config: HarnessConfig, server_url: str, room: str
-) -> tuple[ListedDispatch, ...]:
-    """The dispatches of `room` and their jobs, from the LiveKit server API (diagnosis only)."""
-    lkapi = api.LiveKitAPI(
-        api_url_for(config, server_url), config.livekit_api_key, config.livekit_api_secret
-    )
-    try:
-        async with asyncio.timeout(5):
-            dispatches = await lkapi.agent_dispatch.list_dispatch(room)
-        return tuple(listed_dispatch(d) for d in dispatches)
-    finally:
-        await lkapi.aclose()
-
-
-async def diagnose_join_timeout(
-    config: HarnessConfig, token: TokenResult, claims: ClaimsReport, room_name: str
-) -> list[Cause]:
-    listed: tuple[ListedDispatch, ...] | None = None
-    list_error = None
-    if config.can_list_dispatches:
-        try:
-            listed = await list_dispatches(config, token.response.server_url, room_name)
-        except Exception as exc:
-            list_error = f"{type(exc).__name__}: {exc}"
-    body = token.response.body
-    video = claims.claims.get("video") if isinstance(claims.claims.get("video"), dict) else {}
-    observation = JoinObservation(
-        requested_room=room_name,
-        waited_seconds=config.agent_join_timeout,
-        configured_agent_name=config.livekit_agent_name,
-        response_room=token.response.room_name,
-        response_dispatch_id=str(body.get("dispatch_id") or body.get("dispatchId") or "") or None,
-        response_agent_name=str(body.get("agent_name") or "") or None,
-        token_room=(video or {}).get("room"),
-        token_agents=tuple(str(a.get("agentName", "")) for a in claims.dispatched_agents),
-        listed_dispatches=listed,
-        list_error=list_error,
-    )
-    return diagnose_agent_join(observation)
-
-
-def connect_fix(error: str, source: str) -> str:
-    """The fix for a failed WebSocket/WebRTC join, from the error text."""
-    lowered = error.lower()
-    if "401" in lowered or "unauthorized" in lowered or "invalid token" in lowered:
-        return (
-            "the LiveKit server rejected the token: sign it with this server's API key and "
-            "secret (the token endpoint and the server must share LIVEKIT_API_KEY/SECRET)"
-        )
-    if "pc connection" in lowered or "ice" in lowered:
-        return (
-            "signalling worked but media did not: open the server's RTC ports (UDP/TCP) and set "
-            "its node IP / external IP so clients can reach it"
-        )
-    where = (
-        "the serverUrl in your token response" if source.startswith("response") else "livekit_url"
-    )
-    return (
-        f"check {where}: the LiveKit server must be running and reachable at that wss:// URL "
-        "(include serverUrl in the token response when it differs from livekit_url)"
-    )
-
-
-@dataclass
-class JoinOutcome:
-    """How the join → wait for the agent step ended; `step` names where it failed (None: the
-    agent joined)."""
-
-    step: str | None = None
-    error: str = ""
-    fix: str = ""
-    causes: list[Cause] = field(default_factory=list)
-    agent: rtc.RemoteParticipant | None = None
-    connected_at: float | None = None  # on the room's clock
-
-    @property
-    def cause(self) -> str | None:
-        return self.causes[0].key if self.causes else None
-
-
-async def join_and_wait_for_agent(
-    config: HarnessConfig,
-    token: TokenResult,
-    claims: ClaimsReport,
-    room: CallRoom,
-    room_name: str,
-    connect_timeout: float,
-    on_connected: Callable[[], object] = lambda: None,
-) -> JoinOutcome:
-    """Join the room as the platform does, wait for the first participant, and diagnose a
-    failure: `run` and `check` both go through here. `on_connected` runs once joined."""
-    response = token.response
-    try:
-        await room.connect(response.server_url, response.token, connect_timeout)
-    except (rtc.ConnectError, TimeoutError, OSError) as exc:
-        text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-        return JoinOutcome(
-            STEP_CONNECT,
-            f"could not join {response.server_url} ({response.server_url_source}): {text}",
-            connect_fix(text, response.server_url_source),
-        )
-    outcome = JoinOutcome(connected_at=room.connected_at)
-    on_connected()
-    try:
-        outcome.agent = await room.wait_for_agent(config.agent_join_timeout)
-    except TimeoutError:
-        outcome.causes = await diagnose_join_timeout(config, token, claims, room_name)
-        outcome.step = STEP_AGENT_JOIN
-        outcome.error = f"no agent joined room {room_name} within {config.agent_join_timeout:g} s"
-        outcome.fix = outcome.causes[0].fix if outcome.causes else ""
-    return outcome
 
 
 async def run_simulation(
@@ -323,6 +184,25 @@ async def _converse(
     clock: Clock,
 ) -> None:
     conversation = Conversation(room, scenario, speech, result, options.mode)
+    await _talk_until_the_call_ends(conversation, room, scenario, result, clock)
+    if options.mode == "voice":
+        await conversation.finish_voice()
+    else:
+        conversation.finish_text()
+    _measure(room, scenario, result, options, clock.now())
+    if not result.failed_step:
+        _judge(scenario, result, room.connection_lost_at)
+
+
+async def _talk_until_the_call_ends(
+    conversation: Conversation,
+    room: CallRoom,
+    scenario: Scenario,
+    result: SimulationResult,
+    clock: Clock,
+) -> None:
+    """Run the scenario until it completes, the agent leaves, the caller's connection drops or
+    the maximum duration passes; record which (`end_reason`) or the conversation's error."""
     talk = asyncio.create_task(conversation.run())
     left = asyncio.create_task(room.agent_left.wait())
     dropped = asyncio.create_task(room.disconnected.wait())
@@ -351,9 +231,8 @@ async def _converse(
     if lost is not None and (talk_ended_at is None or lost_at is None or lost_at <= talk_ended_at):
         result.end_reason = END_CALLER_DISCONNECTED
         result.caller_disconnect_reason = lost
-    elif talk in done and talk.exception() is not None:
-        exc = talk.exception()
-        result.fail(STEP_CONVERSATION, f"conversation failed: {type(exc).__name__}: {exc}")
+    elif talk in done and (exc := talk.exception()) is not None:
+        result.fail_with(STEP_CONVERSATION, conversation_error(exc))
     elif talk in done:
         result.end_reason = END_COMPLETED
     elif left in done:
@@ -361,11 +240,10 @@ async def _converse(
     else:
         result.end_reason = END_MAX_DURATION
 
-    if options.mode == "voice":
-        await conversation.finish_voice()
-    else:
-        conversation.finish_text()
-    end = clock.now()
+
+def _measure(
+    room: CallRoom, scenario: Scenario, result: SimulationResult, options: RunOptions, end: float
+) -> None:
     result.overlaps = overlaps(result.caller_utterances, result.agent_utterances)
     if options.mode == "voice":  # text segments and chat messages have no speaking time
         result.long_silences = silences(
@@ -376,42 +254,26 @@ async def _converse(
         )
     if room.first_audio_at is not None and room.connected_at is not None:
         result.first_agent_audio_s = room.first_audio_at - room.connected_at
-    if result.failed_step:
-        return
+
+
+def _judge(scenario: Scenario, result: SimulationResult, lost_at: float | None) -> None:
+    """The verdict on a conversation that ran: passed, or failed with its diagnosed cause."""
+    turns = f"{len(result.turns)} of {len(scenario.turns)} caller turns"
     unanswered = [t.index for t in result.turns if not t.answered]
+    waited = scenario.response_timeout_seconds
     if result.end_reason == END_MAX_DURATION:
         result.warnings.append(
-            f"ended at max_duration_seconds={scenario.max_duration_seconds:g} after "
-            f"{len(result.turns)} of {len(scenario.turns)} caller turns"
+            f"ended at max_duration_seconds={scenario.max_duration_seconds:g} after {turns}"
         )
         result.ok = True
     elif result.end_reason == END_AGENT_LEFT and len(result.turns) < len(scenario.turns):
-        result.fail(
-            STEP_CONVERSATION,
-            f"the agent left after {len(result.turns)} of {len(scenario.turns)} caller turns",
-            "check the agent's logs: it ended the call early (or crashed)",
-        )
+        result.fail_with(STEP_CONVERSATION, agent_left_early(turns))
     elif result.end_reason == END_CALLER_DISCONNECTED:
-        when = f" {lost_at:.1f} s into the simulation" if lost_at is not None else ""
-        how = (
-            "the SDK was still trying to reconnect"
-            if result.caller_disconnect_reason == "reconnecting"
-            else f"rtc disconnect reason {result.caller_disconnect_reason}"
-        )
-        result.fail(
-            STEP_CONVERSATION,
-            f"the caller's own connection to LiveKit dropped{when} after {len(result.turns)} of "
-            f"{len(scenario.turns)} caller turns ({how})",
-            "check that the LiveKit server stayed up (its log, restarts, OOM kills) and the "
-            "network between the caller and it; the agent's side is not implicated",
-        )
+        cause = caller_connection_dropped(turns, result.caller_disconnect_reason, lost_at)
+        result.fail_with(STEP_CONVERSATION, cause)
+    elif unanswered and not result.agent_utterances:
+        result.fail_with(STEP_CONVERSATION, agent_never_spoke(result.agent_identity, turns, waited))
     elif unanswered:
-        result.fail(
-            STEP_CONVERSATION,
-            f"the agent did not answer caller turn(s) {unanswered} within "
-            f"{scenario.response_timeout_seconds:g} s",
-            "check that the agent subscribes to the caller's audio (or lk.chat in text mode) "
-            "and that its turn detection ends the caller's turn",
-        )
+        result.fail_with(STEP_CONVERSATION, turns_unanswered(unanswered, waited))
     else:
         result.ok = True

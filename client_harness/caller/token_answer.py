@@ -143,6 +143,29 @@ def parse_token_response(
     overrides it, as the platform does. The effective URL must be ws(s):// (see `urls`).
     """
     text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
+    data = _json_object(status, content_type, text)
+    token_field, token = _token(data)
+    warnings: list[str] = []
+    if "json" not in content_type.lower():
+        warnings.append(
+            f"Content-Type is {content_type or 'missing'}; the platform's guide asks for "
+            "application/json"
+        )
+    server_url, source = _server_url(data, configured_livekit_url, insecure, warnings)
+    room = _pick_string(data, ROOM_FIELDS)
+    return TokenResponse(
+        token=token,
+        token_field=token_field,
+        server_url=server_url,
+        server_url_source=source,
+        room_name=room[1] if room else None,
+        body=data,
+        warnings=tuple(warnings),
+    )
+
+
+def _json_object(status: int, content_type: str, text: str) -> dict[str, Any]:
+    """The answer's JSON object, or the error saying what the answer is instead."""
     if not 200 <= status < 300:
         raise _status_error(status, content_type, text)
     if _looks_like_html(content_type, text):
@@ -172,31 +195,34 @@ def parse_token_response(
             f"the JSON answer is a {type(data).__name__}, not an object",
             "return a JSON object with a token field",
         )
+    return data
 
+
+def _token(data: dict[str, Any]) -> tuple[str, str]:
+    """(field, token) from the first of the platform's accepted token fields that holds one."""
     found = _pick_string(data, TOKEN_FIELDS)
-    if found is None:
-        present = [name for name in TOKEN_FIELDS if name in data]
-        if present:
-            detail = "; ".join(
-                f"field {name!r} holds {data[name]!r}"[:_BODY_EXCERPT] for name in present
-            )
-            detail += " (the token must be a non-empty string)"
-        else:
-            detail = f"fields present: {sorted(data) or 'none'}"
-        raise TokenEndpointError(
-            KIND_NO_TOKEN,
-            NO_TOKEN_MESSAGE,
-            detail,
-            "put the JWT in one of " + ", ".join(TOKEN_FIELDS) + " as a non-empty string",
+    if found is not None:
+        return found
+    present = [name for name in TOKEN_FIELDS if name in data]
+    if present:
+        detail = "; ".join(
+            f"field {name!r} holds {data[name]!r}"[:_BODY_EXCERPT] for name in present
         )
-    token_field, token = found
+        detail += " (the token must be a non-empty string)"
+    else:
+        detail = f"fields present: {sorted(data) or 'none'}"
+    raise TokenEndpointError(
+        KIND_NO_TOKEN,
+        NO_TOKEN_MESSAGE,
+        detail,
+        "put the JWT in one of " + ", ".join(TOKEN_FIELDS) + " as a non-empty string",
+    )
 
-    warnings: list[str] = []
-    if "json" not in content_type.lower():
-        warnings.append(
-            f"Content-Type is {content_type or 'missing'}; the platform's guide asks for "
-            "application/json"
-        )
+
+def _server_url(
+    data: dict[str, Any], configured: str, insecure: bool, warnings: list[str]
+) -> tuple[str, str]:
+    """(url, where it came from): the answer's serverUrl when it has one, else livekit_url."""
     url_found = _pick_string(data, SERVER_URL_FIELDS)
     if url_found is not None:
         server_url, source = url_found[1], f"response field {url_found[0]}"
@@ -206,7 +232,7 @@ def parse_token_response(
                 warnings.append(
                     f"response field {name} = {data[name]!r} ignored (not a URL string)"
                 )
-        server_url, source = configured_livekit_url.strip(), "livekit_url (config)"
+        server_url, source = configured.strip(), "livekit_url (config)"
     if not server_url:
         raise TokenEndpointError(
             KIND_SERVER_URL,
@@ -224,14 +250,4 @@ def parse_token_response(
             if source.startswith("response")
             else "set livekit_url to the LiveKit server's public wss:// URL",
         )
-
-    room = _pick_string(data, ROOM_FIELDS)
-    return TokenResponse(
-        token=token,
-        token_field=token_field,
-        server_url=server_url,
-        server_url_source=source,
-        room_name=room[1] if room else None,
-        body=data,
-        warnings=tuple(warnings),
-    )
+    return server_url, source

@@ -19,7 +19,7 @@ Each cause is stated only when the evidence supports it, with the evidence and t
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # What livekit-server v1.13.5 logs when it drops a job (verified against its source, and psrpc
 # v0.7.2 which it uses for the job request). pkg/agent/client.go, no worker registered under the
@@ -47,6 +47,13 @@ AGENT_NEVER_JOINED = "agent_never_joined"
 TOKEN_DISPATCH_IGNORED = "token_dispatch_ignored"  # noqa: S105 - a cause key
 AGENT_NOT_RUNNING = "agent_not_running"
 DIAGNOSIS_INCOMPLETE = "diagnosis_incomplete"
+# Why a conversation that started failed (stable).
+AGENT_LEFT_EARLY = "agent_left_early"
+CALLER_CONNECTION_DROPPED = "caller_connection_dropped"
+AGENT_NEVER_SPOKE = "agent_never_spoke"
+TURNS_UNANSWERED = "turns_unanswered"
+CONVERSATION_ERROR = "conversation_error"
+
 # The token endpoint's strict-mode error codes (HTTP 503): no worker took the job in time / the
 # worker took it and the job failed.
 AGENT_UNAVAILABLE = "agent_unavailable"
@@ -98,7 +105,6 @@ class JoinObservation:
     # From the LiveKit server API, when the harness was given credentials (None = not looked).
     listed_dispatches: tuple[ListedDispatch, ...] | None = None
     list_error: str | None = None
-    non_agent_participants: tuple[str, ...] = field(default_factory=tuple)
 
 
 def _names(dispatches: list[ListedDispatch]) -> str:
@@ -155,114 +161,14 @@ def _agent_never_joined(taken: list[tuple[ListedDispatch, ListedJob]], waited: f
 
 def diagnose_agent_join(obs: JoinObservation) -> list[Cause]:
     """Most specific causes first; always at least one."""
-    causes: list[Cause] = []
-    listing = obs.listed_dispatches
     # LiveKit lists an automatic dispatch with an empty name in every new room: it reaches only
     # workers registered WITHOUT an agent name, so it says nothing about a named agent.
-    named = [d for d in listing or () if d.agent_name]
-    only_automatic = bool(listing) and not named
-    dispatched_names = set(obs.token_agents) | {d.agent_name for d in named}
-    if obs.response_agent_name and obs.response_dispatch_id:
-        dispatched_names.add(obs.response_agent_name)
-
-    wrong_room = [
-        f"{what} {room!r}"
-        for what, room in (
-            ("token grant", obs.token_room),
-            ("response room_name", obs.response_room),
-        )
-        if room and room != obs.requested_room
-    ]
-    if wrong_room:
-        causes.append(
-            Cause(
-                ROOM_MISMATCH,
-                "Token/dispatch for a different room",
-                f"requested {obs.requested_room!r}, got {', '.join(wrong_room)}",
-                "use the room_name from the request body for both the token and the dispatch",
-            )
-        )
-
-    if (
-        obs.configured_agent_name
-        and dispatched_names
-        and obs.configured_agent_name not in dispatched_names
-    ):
-        causes.append(
-            Cause(
-                AGENT_NAME_MISMATCH,
-                "Agent name mismatch",
-                f"livekit_agent_name is {obs.configured_agent_name!r} but the dispatch is for "
-                f"{', '.join(sorted(dispatched_names))}",
-                "use the same name in livekit_agent_name, the endpoint's dispatch and the "
-                "worker's agent_name",
-            )
-        )
-
+    named = [d for d in obs.listed_dispatches or () if d.agent_name]
+    causes = [c for c in (_room_mismatch(obs), _agent_name_mismatch(obs, named)) if c]
     if named:
-        # The server's own record: judge the dispatches of the expected agent when there are
-        # any (another name is the mismatch above), by what became of their jobs.
-        mine = [d for d in named if d.agent_name == obs.configured_agent_name] or named
-        jobs = [(d, j) for d in mine for j in d.jobs]
-        failed = [(d, j) for d, j in jobs if j.status == JOB_FAILED]
-        if failed:
-            causes.append(_job_failed(failed))
-        elif jobs:
-            causes.append(_agent_never_joined(jobs, obs.waited_seconds))
-        else:
-            causes.append(_no_worker_took_job(mine, obs.waited_seconds))
-    elif listing is not None and obs.response_dispatch_id:
-        causes.append(
-            Cause(
-                DISPATCH_NOT_LISTED,
-                "The endpoint reported a dispatch this LiveKit server does not list for the room",
-                f"the token response says dispatch {obs.response_dispatch_id}, the server the "
-                "caller joined lists no dispatch of a named agent for this room"
-                + (" (only the automatic one)" if only_automatic else ""),
-                "make the endpoint dispatch on the same LiveKit server its serverUrl points to, "
-                "for the requested room_name, and keep the dispatch until the agent joins",
-            )
-        )
-    elif not obs.response_dispatch_id and not obs.token_agents:
-        if listing is not None:
-            evidence = "the LiveKit server lists no dispatch of a named agent for this room"
-            if only_automatic:
-                evidence += " (only the automatic one, which reaches unnamed workers)"
-        else:
-            evidence = "no dispatch_id in the token response and no roomConfig.agents in the token"
-        causes.append(
-            Cause(
-                NO_DISPATCH,
-                "No agent dispatch visible: the dispatch system did not receive this room",
-                evidence,
-                "make the token endpoint dispatch the agent to the requested room_name "
-                "(AgentDispatchService.create_dispatch, or roomConfig.agents in the token); "
-                "with this kit's token server set DISPATCH_MODE=api and AGENT_NAME",
-            )
-        )
+        causes.append(_what_became_of_the_jobs(obs, named))
     else:
-        if obs.token_agents and not obs.response_dispatch_id:
-            causes.append(
-                Cause(
-                    TOKEN_DISPATCH_IGNORED,
-                    "Token-embedded dispatch may have been ignored",
-                    "the token carries roomConfig.agents; LiveKit applies it only when this join "
-                    "creates the room",
-                    "dispatch through the server API instead, or make sure nothing creates the "
-                    "room before the caller joins",
-                )
-            )
-        causes.append(
-            Cause(
-                AGENT_NOT_RUNNING,
-                "Agent not running or not connected to LiveKit",
-                f"a dispatch was reported but no participant joined in {obs.waited_seconds:.0f} s "
-                "(give the harness the LiveKit API key and secret to see whether a worker took "
-                "the job)",
-                "check the agent's logs for connection errors and that it uses the same LiveKit "
-                "server and API key as the token endpoint",
-            )
-        )
+        causes.extend(_without_a_named_dispatch(obs))
     if obs.list_error:
         causes.append(
             Cause(
@@ -272,6 +178,119 @@ def diagnose_agent_join(obs: JoinObservation) -> list[Cause]:
                 "check livekit_api_url/livekit_api_key/livekit_api_secret (diagnosis only)",
             )
         )
+    return causes
+
+
+def _room_mismatch(obs: JoinObservation) -> Cause | None:
+    wrong_room = [
+        f"{what} {room!r}"
+        for what, room in (
+            ("token grant", obs.token_room),
+            ("response room_name", obs.response_room),
+        )
+        if room and room != obs.requested_room
+    ]
+    if not wrong_room:
+        return None
+    return Cause(
+        ROOM_MISMATCH,
+        "Token/dispatch for a different room",
+        f"requested {obs.requested_room!r}, got {', '.join(wrong_room)}",
+        "use the room_name from the request body for both the token and the dispatch",
+    )
+
+
+def _agent_name_mismatch(obs: JoinObservation, named: list[ListedDispatch]) -> Cause | None:
+    dispatched = set(obs.token_agents) | {d.agent_name for d in named}
+    if obs.response_agent_name and obs.response_dispatch_id:
+        dispatched.add(obs.response_agent_name)
+    expected = obs.configured_agent_name
+    if not (expected and dispatched and expected not in dispatched):
+        return None
+    return Cause(
+        AGENT_NAME_MISMATCH,
+        "Agent name mismatch",
+        f"livekit_agent_name is {expected!r} but the dispatch is for "
+        f"{', '.join(sorted(dispatched))}",
+        "use the same name in livekit_agent_name, the endpoint's dispatch and the worker's "
+        "agent_name",
+    )
+
+
+def _what_became_of_the_jobs(obs: JoinObservation, named: list[ListedDispatch]) -> Cause:
+    """The server's own record: judge the dispatches of the expected agent when there are any
+    (another name is the mismatch above), by what became of their jobs."""
+    mine = [d for d in named if d.agent_name == obs.configured_agent_name] or named
+    jobs = [(d, j) for d in mine for j in d.jobs]
+    failed = [(d, j) for d, j in jobs if j.status == JOB_FAILED]
+    if failed:
+        return _job_failed(failed)
+    if jobs:
+        return _agent_never_joined(jobs, obs.waited_seconds)
+    return _no_worker_took_job(mine, obs.waited_seconds)
+
+
+def _without_a_named_dispatch(obs: JoinObservation) -> list[Cause]:
+    """No named dispatch listed (or no listing at all): judge by what the endpoint reported."""
+    listing = obs.listed_dispatches
+    only_automatic = bool(listing)  # listed, and none of them named
+    if listing is not None and obs.response_dispatch_id:
+        return [
+            Cause(
+                DISPATCH_NOT_LISTED,
+                "The endpoint reported a dispatch this LiveKit server does not list for the room",
+                f"the token response says dispatch {obs.response_dispatch_id}, the server the "
+                "caller joined lists no dispatch of a named agent for this room"
+                + (" (only the automatic one)" if only_automatic else ""),
+                "make the endpoint dispatch on the same LiveKit server its serverUrl points to, "
+                "for the requested room_name, and keep the dispatch until the agent joins",
+            )
+        ]
+    if not obs.response_dispatch_id and not obs.token_agents:
+        if listing is not None:
+            evidence = "the LiveKit server lists no dispatch of a named agent for this room"
+            if only_automatic:
+                evidence += " (only the automatic one, which reaches unnamed workers)"
+        else:
+            evidence = "no dispatch_id in the token response and no roomConfig.agents in the token"
+        return [
+            Cause(
+                NO_DISPATCH,
+                "No agent dispatch visible: the dispatch system did not receive this room",
+                evidence,
+                "make the token endpoint dispatch the agent to the requested room_name "
+                "(AgentDispatchService.create_dispatch, or roomConfig.agents in the token); "
+                "with this kit's token server set DISPATCH_MODE=api and AGENT_NAME",
+            )
+        ]
+    return _reported_but_absent(obs)
+
+
+def _reported_but_absent(obs: JoinObservation) -> list[Cause]:
+    """A dispatch was reported (answer or token) and nothing lets us see what became of it."""
+    causes: list[Cause] = []
+    if obs.token_agents and not obs.response_dispatch_id:
+        causes.append(
+            Cause(
+                TOKEN_DISPATCH_IGNORED,
+                "Token-embedded dispatch may have been ignored",
+                "the token carries roomConfig.agents; LiveKit applies it only when this join "
+                "creates the room",
+                "dispatch through the server API instead, or make sure nothing creates the "
+                "room before the caller joins",
+            )
+        )
+    causes.append(
+        Cause(
+            AGENT_NOT_RUNNING,
+            "Agent not running or not connected to LiveKit",
+            f"a dispatch was reported but no participant joined in {obs.waited_seconds:.0f} s "
+            "(give the harness the LiveKit API key and secret to see whether a worker took "
+            "the job)",
+            "check the agent's logs for connection errors and that it uses the same LiveKit "
+            "server and API key as the token endpoint",
+        )
+    )
     return causes
 
 
@@ -313,3 +332,83 @@ def token_refusal_causes(status: int, body: bytes | str) -> list[Cause]:
             )
         ]
     return []
+
+
+def connect_fix(error: str, source: str) -> str:
+    """The fix for a failed WebSocket/WebRTC join, from the error text."""
+    lowered = error.lower()
+    if "401" in lowered or "unauthorized" in lowered or "invalid token" in lowered:
+        return (
+            "the LiveKit server rejected the token: sign it with this server's API key and "
+            "secret (the token endpoint and the server must share LIVEKIT_API_KEY/SECRET)"
+        )
+    if "pc connection" in lowered or "ice" in lowered:
+        return (
+            "signalling worked but media did not: open the server's RTC ports (UDP/TCP) and set "
+            "its node IP / external IP so clients can reach it"
+        )
+    where = (
+        "the serverUrl in your token response" if source.startswith("response") else "livekit_url"
+    )
+    return (
+        f"check {where}: the LiveKit server must be running and reachable at that wss:// URL "
+        "(include serverUrl in the token response when it differs from livekit_url)"
+    )
+
+
+def conversation_error(exc: BaseException) -> Cause:
+    """The caller's own side of the conversation raised: a harness or scenario problem."""
+    return Cause(
+        CONVERSATION_ERROR,
+        f"conversation failed: {type(exc).__name__}: {exc}",
+        "the caller's side raised while talking (its speech synthesis, transcription or "
+        "publishing), not the agent",
+        "run again with -v for the traceback; check the scenario's turns and the harness's "
+        "speech models",
+    )
+
+
+def agent_left_early(turns: str) -> Cause:
+    return Cause(
+        AGENT_LEFT_EARLY,
+        f"the agent left after {turns}",
+        "the agent's participant left the room before the scenario's last turn",
+        "check the agent's logs: it ended the call early (or crashed)",
+    )
+
+
+def caller_connection_dropped(turns: str, reason: str | None, lost_at: float | None) -> Cause:
+    when = f" {lost_at:.1f} s into the simulation" if lost_at is not None else ""
+    how = (
+        "the SDK was still trying to reconnect"
+        if reason == "reconnecting"
+        else f"rtc disconnect reason {reason}"
+    )
+    return Cause(
+        CALLER_CONNECTION_DROPPED,
+        f"the caller's own connection to LiveKit dropped{when} after {turns} ({how})",
+        "the caller lost its connection before the agent did anything that ends a call",
+        "check that the LiveKit server stayed up (its log, restarts, OOM kills) and the "
+        "network between the caller and it; the agent's side is not implicated",
+    )
+
+
+def agent_never_spoke(agent: str | None, turns: str, waited: float) -> Cause:
+    return Cause(
+        AGENT_NEVER_SPOKE,
+        f"the agent joined but never spoke: no speech (or transcription in text mode) from "
+        f"{agent} in {turns}, each waited {waited:g} s",
+        "the agent's participant is in the room; nothing it said was heard",
+        "check that the agent publishes an audio track and speaks (its TTS, and its logs for "
+        "errors after joining); in text mode, that it publishes lk.transcription",
+    )
+
+
+def turns_unanswered(unanswered: list[int], waited: float) -> Cause:
+    return Cause(
+        TURNS_UNANSWERED,
+        f"the agent did not answer caller turn(s) {unanswered} within {waited:g} s",
+        "the agent spoke in the call but not after these turns",
+        "check that the agent subscribes to the caller's audio (or lk.chat in text mode) "
+        "and that its turn detection ends the caller's turn",
+    )

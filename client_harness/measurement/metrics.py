@@ -146,6 +146,11 @@ class SimulationResult:
         self.fix = fix or None
         self.end_reason = self.end_reason or END_FAILED
 
+    def fail_with(self, step: str, cause: Cause) -> None:
+        """Failed at `step` for a diagnosed reason: its summary is the error, its fix the fix."""
+        self.causes = [cause]
+        self.fail(step, cause.summary, cause.fix)
+
     def transcript(self) -> list[dict[str, Any]]:
         """Both sides, in timeline order."""
         lines = [{"who": "caller", **asdict(u)} for u in self.caller_utterances]

@@ -12,7 +12,7 @@ def test_listed_dispatch_reads_the_server_api_message() -> None:
     from livekit import api
     from livekit.protocol import agent
 
-    from client_harness.caller.simulation import listed_dispatch
+    from client_harness.caller.agent_join import listed_dispatch
 
     job = agent.Job(
         id="AJ_1",
