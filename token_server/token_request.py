@@ -45,7 +45,6 @@ class AgentRequest:
 @dataclass(frozen=True)
 class TokenRequest:
     room_name: str
-    room_name_generated: bool
     participant_name: str
     participant_identity: str | None
     participant_metadata: str | None
@@ -163,8 +162,7 @@ def _agent(value: Any) -> AgentRequest | None:
 def parse_token_request(body: dict[str, Any]) -> TokenRequest:
     """A validated request; raises ApiError (4xx) naming the first field that is wrong."""
     room = _pick(body, "room_name")
-    generated = room is None
-    if generated:
+    if room is None:
         room = f"room-{uuid.uuid4()}"
     room = _check_name("room_name", room, MAX_ROOM_NAME)
 
@@ -178,7 +176,6 @@ def parse_token_request(body: dict[str, Any]) -> TokenRequest:
 
     return TokenRequest(
         room_name=room,
-        room_name_generated=generated,
         participant_name=name,
         participant_identity=identity,
         participant_metadata=_optional_string(

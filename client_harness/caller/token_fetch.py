@@ -40,10 +40,6 @@ class TokenRequest:
     headers: dict[str, str]
     body: dict[str, Any]
 
-    @property
-    def sandbox(self) -> bool:
-        return any(k.lower() == "x-sandbox-id" for k in self.headers)
-
 
 @dataclass(frozen=True)
 class TokenResult:

@@ -12,9 +12,7 @@ from typing import Any
 from client_harness.measurement.diagnosis import Cause
 
 # Steps, in the order the platform performs them; a failure names the one it stopped at.
-STEP_CONFIG = "config"
 STEP_TOKEN = "token_request"  # noqa: S105
-STEP_CLAIMS = "token_claims"
 STEP_CONNECT = "connect"
 STEP_AGENT_JOIN = "agent_join"
 STEP_CONVERSATION = "conversation"

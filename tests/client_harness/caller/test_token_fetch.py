@@ -81,7 +81,7 @@ def test_sandbox_mode() -> None:
         "r",
     )
     assert request.url == "http://127.0.0.1:9/api/v2/sandbox/connection-details"
-    assert request.headers["X-Sandbox-ID"] == "sb-123" and request.sandbox
+    assert request.headers["X-Sandbox-ID"] == "sb-123"
     assert request.body["room_config"]["agents"][0]["agent_name"] == "a"
 
 
