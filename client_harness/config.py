@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import yaml
 
 from client_harness.urls import endpoint_problem, server_url_problem
+from kit_settings import SettingsError, parse_flag
 
 ENV_PREFIX = "HARNESS_"
 DEFAULT_SANDBOX_BASE_URL = "https://cloud-api.livekit.io"
@@ -36,12 +37,11 @@ PLATFORM_FIELDS = (
 PLATFORM_BODY_KEYS = ("room_name", "participant_name")
 
 
-class ConfigError(ValueError):
+class ConfigError(SettingsError):
     """One or more fields are invalid; `problems` holds one `field: reason` line each."""
 
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
-        self.problems = problems
+    def __str__(self) -> str:
+        return "invalid configuration:\n  " + "\n  ".join(self.problems)
 
 
 @dataclass(frozen=True)
@@ -109,15 +109,7 @@ def _coerce(name: str, value: Any, problems: list[str]) -> Any:
     """A raw value (file, env or flag) as the field's type; JSON-string fields accept mappings."""
     kind = _FIELD_TYPES[name]
     if kind == "bool":
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in ("1", "true", "yes", "on"):
-            return True
-        if text in ("0", "false", "no", "off", ""):
-            return False
-        problems.append(f"{name}: {value!r} is not a boolean")
-        return False
+        return _flag(name, value, problems)
     if kind == "float":
         try:
             return float(value)
@@ -129,6 +121,23 @@ def _coerce(name: str, value: Any, problems: list[str]) -> Any:
     if value is None:
         return ""
     return str(value)
+
+
+def _flag(name: str, value: Any, problems: list[str]) -> bool:
+    """A boolean field: a bool, or the words every part of the kit accepts; blank is the default."""
+    if isinstance(value, bool):
+        return value
+    default: bool = getattr(HarnessConfig(), name)
+    text = "" if value is None else str(value)
+    if not text.strip():
+        return default
+    flag = parse_flag(text)
+    if flag is None:
+        problems.append(
+            f"{name}: {value!r} is not a boolean (one of 1/0, true/false, yes/no, on/off)"
+        )
+        return default
+    return flag
 
 
 def _expand_env(name: str, value: Any, env: Mapping[str, str], problems: list[str]) -> Any:
@@ -183,6 +192,23 @@ def read_env(env: Mapping[str, str]) -> dict[str, Any]:
 
 def validate(config: HarnessConfig) -> list[str]:
     """Every problem with `config`, each as `field: reason`; empty when it can be used."""
+    problems = _address_problems(config)
+    for name in ("generate_token_headers", "token_request_payload"):
+        problems.extend(_json_field_problems(name, getattr(config, name)))
+    for name in ("request_timeout", "agent_join_timeout"):
+        if not getattr(config, name) > 0:
+            problems.append(f"{name}: must be a positive number of seconds")
+    if bool(config.livekit_api_key) != bool(config.livekit_api_secret):
+        problems.append("livekit_api_key/livekit_api_secret: set both or neither")
+    if config.livekit_api_url:
+        parts_problem = endpoint_problem(config.livekit_api_url, insecure=True)
+        if parts_problem and server_url_problem(config.livekit_api_url, insecure=True):
+            problems.append(f"livekit_api_url: {config.livekit_api_url!r} is not a URL")
+    return problems
+
+
+def _address_problems(config: HarnessConfig) -> list[str]:
+    """The token endpoint (or the sandbox's) and the LiveKit URL callers join."""
     problems: list[str] = []
     if config.sandbox_id.strip():
         problem = endpoint_problem(config.sandbox_base_url, insecure=config.insecure)
@@ -204,41 +230,32 @@ def validate(config: HarnessConfig) -> list[str]:
         problem = server_url_problem(config.livekit_url, insecure=config.insecure)
         if problem:
             problems.append(f"livekit_url: {problem}")
+    return problems
 
-    for name in ("generate_token_headers", "token_request_payload"):
-        text = getattr(config, name)
-        if not text.strip():
-            continue
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            problems.append(f"{name}: not valid JSON ({exc})")
-            continue
-        if not isinstance(value, dict):
-            problems.append(f"{name}: must be a JSON object, got a {type(value).__name__}")
-            continue
-        if name == "generate_token_headers":
-            for key, item in value.items():
-                if not isinstance(item, str):
-                    problems.append(f"{name}: header {key!r} must be a string, got {item!r}")
-                elif "\n" in item or "\r" in item:
-                    problems.append(f"{name}: header {key!r} contains a line break")
-        else:
-            for key in PLATFORM_BODY_KEYS:
-                if key in value:
-                    problems.append(
-                        f"{name}: sets {key!r}, which the platform itself sends (remove it)"
-                    )
 
-    for name in ("request_timeout", "agent_join_timeout"):
-        if not getattr(config, name) > 0:
-            problems.append(f"{name}: must be a positive number of seconds")
-    if bool(config.livekit_api_key) != bool(config.livekit_api_secret):
-        problems.append("livekit_api_key/livekit_api_secret: set both or neither")
-    if config.livekit_api_url:
-        parts_problem = endpoint_problem(config.livekit_api_url, insecure=True)
-        if parts_problem and server_url_problem(config.livekit_api_url, insecure=True):
-            problems.append(f"livekit_api_url: {config.livekit_api_url!r} is not a URL")
+def _json_field_problems(name: str, text: str) -> list[str]:
+    """generate_token_headers or token_request_payload: blank, or a JSON object that fits."""
+    if not text.strip():
+        return []
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return [f"{name}: not valid JSON ({exc})"]
+    if not isinstance(value, dict):
+        return [f"{name}: must be a JSON object, got a {type(value).__name__}"]
+    problems: list[str] = []
+    if name == "generate_token_headers":
+        for key, item in value.items():
+            if not isinstance(item, str):
+                problems.append(f"{name}: header {key!r} must be a string, got {item!r}")
+            elif "\n" in item or "\r" in item:
+                problems.append(f"{name}: header {key!r} contains a line break")
+    else:
+        problems.extend(
+            f"{name}: sets {key!r}, which the platform itself sends (remove it)"
+            for key in PLATFORM_BODY_KEYS
+            if key in value
+        )
     return problems
 
 

@@ -10,7 +10,10 @@ import enum
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlparse
+
+from kit_settings import EnvReader, SettingsError
 
 
 class DispatchMode(enum.StrEnum):
@@ -19,12 +22,8 @@ class DispatchMode(enum.StrEnum):
     NONE = "none"  # the customer dispatches their agent some other way
 
 
-class ConfigError(Exception):
-    """Raised with every problem found; `problems` holds one human line each."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
+# The kit's one settings error (every problem, one line each in `problems`), by its old name here.
+ConfigError = SettingsError
 
 
 @dataclass(frozen=True)
@@ -63,145 +62,140 @@ class Settings:
         return name == self.agent_name or name in self.allowed_agent_names
 
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
-
-
-def _http_api_url(url: str) -> str:
-    """livekit-api accepts ws(s):// and http(s):// alike; normalise for readiness probes."""
-    return url.replace("wss://", "https://", 1).replace("ws://", "http://", 1)
+SERVER_URL_SCHEMES = ("ws", "wss", "http", "https")  # livekit-api takes either for its API
+PUBLIC_URL_SCHEMES = ("ws", "wss")  # what a caller's LiveKit client connects to
+HEALTH_PATHS = ("/healthz", "/readyz")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Build Settings from an environment mapping (os.environ by default)."""
-    env = os.environ if env is None else env
-    problems: list[str] = []
+    """Build Settings from an environment mapping (os.environ by default).
 
-    def get(name: str, default: str = "") -> str:
-        return env.get(name, default).strip()
+    Raises `ConfigError` naming every problem found, one line each.
+    """
+    reader = EnvReader(os.environ if env is None else env)
+    livekit = _livekit(reader)
+    mode = _dispatch_mode(reader)
+    settings = Settings(
+        **livekit,
+        **_agent(reader, mode),
+        **_dispatch_follow(reader, mode),
+        **_endpoint(reader),
+        **_server(reader),
+    )
+    reader.check()
+    return settings
 
-    def number(name: str, default: str, kind: type[int] | type[float], low: float, high: float):
-        raw = get(name, default)
-        try:
-            value = kind(raw)
-        except ValueError:
-            problems.append(f"{name}={raw!r} is not a {kind.__name__}")
-            return kind(default)
-        if not low <= value <= high:
-            problems.append(f"{name}={raw} is out of range ({low:g}..{high:g})")
-            return kind(default)
-        return value
 
-    def flag(name: str, default: bool = False) -> bool:
-        raw = get(name).lower()
-        if not raw:
-            return default
-        if raw in _TRUE:
-            return True
-        if raw not in _FALSE:
-            problems.append(f"{name}={raw!r} must be one of 1/0, true/false, yes/no")
-        return False
+def _is_url(text: str, schemes: tuple[str, ...]) -> bool:
+    parsed = urlparse(text)
+    return parsed.scheme in schemes and bool(parsed.netloc)
 
-    url = get("LIVEKIT_URL")
+
+def _livekit(env: EnvReader) -> dict[str, Any]:
+    """Where the LiveKit server is, for this process and for callers, and its key pair."""
+    url = env.text("LIVEKIT_URL")
     if not url:
-        problems.append("LIVEKIT_URL is not set (the LiveKit server URL, e.g. ws://127.0.0.1:7880)")
-    elif urlparse(url).scheme not in {"ws", "wss", "http", "https"} or not urlparse(url).netloc:
-        problems.append(f"LIVEKIT_URL={url!r} must be a ws://, wss://, http:// or https:// URL")
-    public_url = get("LIVEKIT_PUBLIC_URL") or url
-    if public_url and public_url != url:
-        parsed = urlparse(public_url)
-        if parsed.scheme not in {"ws", "wss"} or not parsed.netloc:
-            problems.append(
-                f"LIVEKIT_PUBLIC_URL={public_url!r} must be a ws:// or wss:// URL "
-                "(it is the serverUrl callers connect to)"
-            )
-    api_key = get("LIVEKIT_API_KEY")
-    api_secret = get("LIVEKIT_API_SECRET")
+        env.problem("LIVEKIT_URL is not set (the LiveKit server URL, e.g. ws://127.0.0.1:7880)")
+    elif not _is_url(url, SERVER_URL_SCHEMES):
+        env.problem(f"LIVEKIT_URL={url!r} must be a ws://, wss://, http:// or https:// URL")
+    public_url = env.text("LIVEKIT_PUBLIC_URL", url)
+    if public_url != url and not _is_url(public_url, PUBLIC_URL_SCHEMES):
+        env.problem(
+            f"LIVEKIT_PUBLIC_URL={public_url!r} must be a ws:// or wss:// URL "
+            "(it is the serverUrl callers connect to)"
+        )
+    api_key = env.text("LIVEKIT_API_KEY")
+    api_secret = env.text("LIVEKIT_API_SECRET")
     if not api_key:
-        problems.append("LIVEKIT_API_KEY is not set")
+        env.problem("LIVEKIT_API_KEY is not set")
     if not api_secret:
-        problems.append("LIVEKIT_API_SECRET is not set")
+        env.problem("LIVEKIT_API_SECRET is not set")
+    return {
+        "livekit_url": url,
+        "livekit_public_url": public_url,
+        "api_key": api_key,
+        "api_secret": api_secret,
+    }
 
-    mode_raw = get("DISPATCH_MODE", "api").lower()
-    try:
-        mode = DispatchMode(mode_raw)
-    except ValueError:
-        problems.append(f"DISPATCH_MODE={mode_raw!r} must be one of api, token, none")
-        mode = DispatchMode.API
-    agent_name = get("AGENT_NAME")
+
+def _dispatch_mode(env: EnvReader) -> DispatchMode:
+    modes = tuple(mode.value for mode in DispatchMode)
+    return DispatchMode(env.choice("DISPATCH_MODE", DispatchMode.API.value, modes))
+
+
+def _agent(env: EnvReader, mode: DispatchMode) -> dict[str, Any]:
+    """Which agent a token dispatches, and how long a dispatch call may take."""
+    agent_name = env.text("AGENT_NAME")
     if mode is not DispatchMode.NONE and not agent_name:
-        problems.append(
+        env.problem(
             f"AGENT_NAME is not set but DISPATCH_MODE={mode.value} dispatches an agent by name "
             "(set AGENT_NAME, or DISPATCH_MODE=none to dispatch yourself)"
         )
-    allowed = frozenset(n.strip() for n in get("ALLOWED_AGENT_NAMES").split(",") if n.strip())
+    return {
+        "dispatch_mode": mode,
+        "agent_name": agent_name,
+        "agent_metadata": env.env.get("AGENT_METADATA", ""),  # passed on verbatim
+        "allowed_agent_names": frozenset(env.names("ALLOWED_AGENT_NAMES")),
+        "dispatch_timeout_seconds": env.number("DISPATCH_TIMEOUT_SECONDS", 5.0, 0.1, 60),
+    }
 
-    api_keys = tuple(k.strip() for k in get("TOKEN_SERVER_API_KEYS").split(",") if k.strip())
-    allow_no_auth = flag("TOKEN_SERVER_ALLOW_NO_AUTH")
-    if not api_keys and not allow_no_auth:
-        problems.append(
-            "TOKEN_SERVER_API_KEYS is empty: anyone could mint tokens. Set it, or set "
-            "TOKEN_SERVER_ALLOW_NO_AUTH=1 for a local/dev run"
-        )
 
-    path = get("TOKEN_SERVER_PATH", "/livekit/token")
-    if not path.startswith("/"):
-        problems.append(f"TOKEN_SERVER_PATH={path!r} must start with /")
-    elif path in {"/healthz", "/readyz"}:
-        problems.append(f"TOKEN_SERVER_PATH={path!r} clashes with a health route")
-
-    retry = flag("DISPATCH_RETRY", default=True)
-    strict = flag("DISPATCH_STRICT")
+def _dispatch_follow(env: EnvReader, mode: DispatchMode) -> dict[str, Any]:
+    """Following each dispatch until a worker takes its job, and strict mode waiting on it."""
+    retry = env.flag("DISPATCH_RETRY", default=True)
+    strict = env.flag("DISPATCH_STRICT")
     if strict and mode is not DispatchMode.API:
-        problems.append(
+        env.problem(
             f"DISPATCH_STRICT=1 needs DISPATCH_MODE=api (with {mode.value} the endpoint cannot "
             "see whether a worker took the job)"
         )
     if strict and not retry:
-        problems.append("DISPATCH_STRICT=1 needs DISPATCH_RETRY=1 (strict mode waits on it)")
+        env.problem("DISPATCH_STRICT=1 needs DISPATCH_RETRY=1 (strict mode waits on it)")
+    return {
+        "dispatch_retry": retry,
+        "dispatch_retry_deadline_seconds": env.number(
+            "DISPATCH_RETRY_DEADLINE_SECONDS", 120.0, 1, 3600
+        ),
+        "dispatch_retry_interval_seconds": env.number(
+            "DISPATCH_RETRY_INTERVAL_SECONDS", 0.5, 0.25, 60
+        ),
+        "dispatch_retry_rate": env.number("DISPATCH_RETRY_RATE", 50.0, 1, 10_000),
+        "dispatch_max_followed": env.number("DISPATCH_MAX_FOLLOWED", 10_000, 1, 1_000_000),
+        "dispatch_strict": strict,
+        "dispatch_strict_timeout_seconds": env.number(
+            "DISPATCH_STRICT_TIMEOUT_SECONDS", 10.0, 0.5, 300
+        ),
+    }
 
-    log_level = get("TOKEN_SERVER_LOG_LEVEL", "info").lower()
-    if log_level not in {"debug", "info", "warning", "error"}:
-        problems.append(
-            f"TOKEN_SERVER_LOG_LEVEL={log_level!r} must be debug, info, warning or error"
+
+def _endpoint(env: EnvReader) -> dict[str, Any]:
+    """Who may call the endpoint, where it answers, and how long its tokens live."""
+    api_keys = env.names("TOKEN_SERVER_API_KEYS")
+    allow_no_auth = env.flag("TOKEN_SERVER_ALLOW_NO_AUTH")
+    if not api_keys and not allow_no_auth:
+        env.problem(
+            "TOKEN_SERVER_API_KEYS is empty: anyone could mint tokens. Set it, or set "
+            "TOKEN_SERVER_ALLOW_NO_AUTH=1 for a local/dev run"
         )
-
-    settings = Settings(
-        livekit_url=url,
-        livekit_public_url=public_url,
-        api_key=api_key,
-        api_secret=api_secret,
-        agent_name=agent_name,
-        agent_metadata=env.get("AGENT_METADATA", ""),
-        allowed_agent_names=allowed,
-        dispatch_mode=mode,
-        api_keys=api_keys,
-        allow_no_auth=allow_no_auth,
-        token_ttl_seconds=number("TOKEN_TTL_SECONDS", "900", int, 60, 24 * 3600),
-        dispatch_timeout_seconds=number("DISPATCH_TIMEOUT_SECONDS", "5", float, 0.1, 60),
-        dispatch_retry=retry,
-        dispatch_retry_deadline_seconds=number(
-            "DISPATCH_RETRY_DEADLINE_SECONDS", "120", float, 1, 3600
-        ),
-        dispatch_retry_interval_seconds=number(
-            "DISPATCH_RETRY_INTERVAL_SECONDS", "0.5", float, 0.25, 60
-        ),
-        dispatch_retry_rate=number("DISPATCH_RETRY_RATE", "50", float, 1, 10_000),
-        dispatch_max_followed=number("DISPATCH_MAX_FOLLOWED", "10000", int, 1, 1_000_000),
-        dispatch_strict=strict,
-        dispatch_strict_timeout_seconds=number(
-            "DISPATCH_STRICT_TIMEOUT_SECONDS", "10", float, 0.5, 300
-        ),
-        path=path,
-        host=get("TOKEN_SERVER_HOST", "127.0.0.1"),
-        port=number("TOKEN_SERVER_PORT", "8888", int, 1, 65535),
-        workers=number("TOKEN_SERVER_WORKERS", "1", int, 1, 64),
-        log_level=log_level,
-    )
-    if problems:
-        raise ConfigError(problems)
-    return settings
+    path = env.text("TOKEN_SERVER_PATH", "/livekit/token")
+    if not path.startswith("/"):
+        env.problem(f"TOKEN_SERVER_PATH={path!r} must start with /")
+    elif path in HEALTH_PATHS:
+        env.problem(f"TOKEN_SERVER_PATH={path!r} clashes with a health route")
+    return {
+        "api_keys": api_keys,
+        "allow_no_auth": allow_no_auth,
+        "path": path,
+        "token_ttl_seconds": env.number("TOKEN_TTL_SECONDS", 900, 60, 24 * 3600),
+    }
 
 
-def api_http_url(settings: Settings) -> str:
-    return _http_api_url(settings.livekit_url)
+def _server(env: EnvReader) -> dict[str, Any]:
+    """The HTTP server's address, process count and log level."""
+    return {
+        "host": env.text("TOKEN_SERVER_HOST", "127.0.0.1"),
+        "port": env.number("TOKEN_SERVER_PORT", 8888, 1, 65535),
+        "workers": env.number("TOKEN_SERVER_WORKERS", 1, 1, 64),
+        "log_level": env.choice("TOKEN_SERVER_LOG_LEVEL", "info", LOG_LEVELS),
+    }

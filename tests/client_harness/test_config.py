@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from client_harness.config import ConfigError, HarnessConfig, load_config, validate
+from kit_settings import SettingsError
+from kit_settings.env import FALSE_WORDS, TRUE_WORDS
 
 GOOD = {
     "generate_token_endpoint": "https://api.example.com/livekit/token",
@@ -61,6 +63,47 @@ def test_every_problem_is_reported_at_once() -> None:
         "livekit_url",
         "token_request_payload",
     ]
+
+
+def test_insecure_maybe_is_a_problem_naming_the_field_not_silently_off() -> None:
+    problem = one_problem(insecure="maybe")
+    assert problem.startswith("insecure: 'maybe' is not a boolean")
+    assert "1/0, true/false, yes/no, on/off" in problem
+
+
+def test_insecure_maybe_from_the_environment_and_a_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(env={"HARNESS_INSECURE": "maybe"}, overrides=GOOD)
+    assert [p.split(":")[0] for p in info.value.problems] == ["insecure"]
+    path = tmp_path / "c.yaml"
+    path.write_text("insecure: maybe\nlivekit_url: ws://10.0.0.5\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={}, overrides={"generate_token_endpoint": "http://10.0.0.5/t"})
+    # The word is a problem, and insecure keeps its default (off), so the plain URLs are too.
+    assert [p.split(":")[0] for p in info.value.problems] == [
+        "insecure",
+        "generate_token_endpoint",
+        "livekit_url",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("word", "value"),
+    [(w, True) for w in sorted(TRUE_WORDS)]
+    + [(w, False) for w in sorted(FALSE_WORDS)]
+    + [("ON", True), (" Yes ", True), ("FALSE", False), ("", False)],
+)
+def test_insecure_takes_the_same_words_as_every_part_of_the_kit(word: str, value: bool) -> None:
+    config = load_config(env={"HARNESS_INSECURE": word}, overrides=GOOD)
+    assert config.insecure is value
+
+
+def test_config_error_is_the_kits_settings_error_with_its_own_message() -> None:
+    with pytest.raises(SettingsError) as info:
+        load_config(env={}, overrides={**GOOD, "insecure": "2", "agent_join_timeout": -1})
+    assert isinstance(info.value, ConfigError)
+    assert str(info.value) == "invalid configuration:\n  " + "\n  ".join(info.value.problems)
+    assert [p.split(":")[0] for p in info.value.problems] == ["insecure", "agent_join_timeout"]
 
 
 def test_endpoint_must_be_https() -> None:

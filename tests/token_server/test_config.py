@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from kit_settings import SettingsError
+from kit_settings.env import FALSE_WORDS, TRUE_WORDS
 from token_server.config import ConfigError, DispatchMode, load_settings
 
 GOOD = {
@@ -120,3 +122,64 @@ def test_strict_mode_needs_api_dispatch_that_is_followed() -> None:
     assert "DISPATCH_STRICT=1 needs DISPATCH_MODE=api" in problems
     assert "DISPATCH_RETRY='maybe'" in problems
     assert "DISPATCH_RETRY_DEADLINE_SECONDS=0 is out of range" in problems
+
+
+def test_several_problems_come_back_one_per_line_each_naming_its_variable() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(
+            {
+                **GOOD,
+                "LIVEKIT_API_SECRET": "",
+                "DISPATCH_TIMEOUT_SECONDS": "fast",
+                "DISPATCH_STRICT": "sometimes",
+                "TOKEN_SERVER_WORKERS": "0",
+                "TOKEN_SERVER_LOG_LEVEL": "loud",
+            }
+        )
+    problems = err.value.problems
+    assert str(err.value).splitlines() == problems  # one line each, nothing else
+    assert [p.split("=")[0].split(" ")[0] for p in problems] == [
+        "LIVEKIT_API_SECRET",
+        "DISPATCH_TIMEOUT_SECONDS",
+        "DISPATCH_STRICT",
+        "TOKEN_SERVER_WORKERS",
+        "TOKEN_SERVER_LOG_LEVEL",
+    ]
+    assert isinstance(err.value, SettingsError)  # the kit's one settings error
+
+
+@pytest.mark.parametrize(
+    "name", ["DISPATCH_RETRY", "DISPATCH_STRICT", "TOKEN_SERVER_ALLOW_NO_AUTH"]
+)
+@pytest.mark.parametrize("word", ["maybe", "2", "enabled"])
+def test_a_flag_that_is_neither_true_nor_false_is_a_problem(name: str, word: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings({**GOOD, name: word})
+    assert err.value.problems == [f"{name}={word!r} must be one of 1/0, true/false, yes/no, on/off"]
+
+
+def test_dispatch_retry_maybe_is_a_problem_not_silently_off() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings({**GOOD, "DISPATCH_RETRY": "maybe"})
+    assert err.value.problems == [
+        "DISPATCH_RETRY='maybe' must be one of 1/0, true/false, yes/no, on/off"
+    ]
+    assert load_settings({**GOOD, "DISPATCH_RETRY": ""}).dispatch_retry  # blank: the default
+
+
+@pytest.mark.parametrize(
+    ("word", "value"),
+    [(w, True) for w in sorted(TRUE_WORDS)]
+    + [(w, False) for w in sorted(FALSE_WORDS)]
+    + [("ON", True), (" Yes ", True), ("FALSE", False), ("Off", False)],
+)
+def test_flags_take_the_same_words_as_every_part_of_the_kit(word: str, value: bool) -> None:
+    s = load_settings(
+        {
+            **GOOD,
+            "DISPATCH_RETRY": word,
+            "DISPATCH_STRICT": word,
+            "TOKEN_SERVER_ALLOW_NO_AUTH": word,
+        }
+    )
+    assert (s.dispatch_retry, s.dispatch_strict, s.allow_no_auth) == (value, value, value)
