@@ -17,7 +17,7 @@ lint: install
 	$(UV) run mypy kit_settings token_server sample_agent client_harness offline_speech local_stack
 
 test: install lint
-	$(UV) run pytest
+	$(UV) run pytest --cov --cov-report=term
 
 unit: install
 	$(UV) run pytest -m "not integration and not e2e"
@@ -29,4 +29,4 @@ bench: install
 	$(UV) run python bench/token_endpoint.py
 
 clean:
-	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache bench/results runs
+	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache bench/results runs .coverage .coverage.*
