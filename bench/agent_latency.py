@@ -5,8 +5,9 @@ Measures, with the real `sample-agent start` worker (offline speech) and real rt
   - memory: RSS/PSS of the worker, of each idle job process, and of a job process in a call;
   - per-turn latency over >= --turns turns of one call: from the end of the caller's speech (its
     last sample leaving the caller's audio source) to the first loud frame of the agent's answer
-    arriving at the caller; p50/p95, with the framework's own per-turn split (ChatMessage.metrics
-    and STT/TTS metrics events, read from the worker's log): VAD+endpointing, STT, LLM, TTS;
+    arriving at the caller (the client harness's caller, `CallRoom`, and its energy VAD);
+    p50/p95, with the framework's own per-turn split (ChatMessage.metrics and STT/TTS metrics
+    events, read from the worker's log): VAD+endpointing, STT, LLM, TTS;
   - STT and TTS real-time factors (processing time / audio duration);
   - concurrency: N calls at once on one worker, N = 1, 2, ...; the largest N whose turn p95 stays
     at or under --p95-limit (2 s).
@@ -24,6 +25,7 @@ import argparse
 import asyncio
 import datetime
 import json
+import math
 import os
 import platform
 import statistics
@@ -35,17 +37,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import psutil
 from livekit import api
+from process_usage import cpu_seconds, descendants, memory_mb
+
+from client_harness.caller.call_room import CallRoom, Clock
+from client_harness.measurement.recorder import Recorder
+from client_harness.measurement.vad import VadSettings
+from client_harness.report import percentile
+from local_stack import AgentWorker, LiveKitServer, LocalStack
+from offline_speech import Synthesizer, Voice
+from offline_speech.audio import Int16Array, trim_silence
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from bench.agent_caller import AgentCaller  # noqa: E402
-from local_stack import AgentWorker, LiveKitServer, LocalStack  # noqa: E402
-from offline_speech import Synthesizer, Voice  # noqa: E402
-
 RESULTS = REPO / "bench" / "results"
 AGENT_NAME = "bench-agent"
 QUESTIONS = (
@@ -58,37 +61,37 @@ QUESTIONS = (
     "Thank you.",
 )
 GAP_AFTER_ANSWER = 0.6  # seconds the caller waits after the agent stops before speaking
-
-
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else float("nan")
+# The caller's ears: a frame louder than -40 dBFS is the agent speaking, and 1.2 s of quiet ends
+# its answer (longer than the pauses between the sentences of one answer).
+AGENT_SPEECH = VadSettings(threshold_dbfs=-40.0, end_silence_seconds=1.2)
+# The caller's questions keep 30 ms around their speech (quieter than -50 dBFS is not speech), so
+# "end of the caller's speech" is the end of its last word, not of the synthesiser's padding.
+QUESTION_MARGIN_MS = 30
+QUESTION_FLOOR = 10 ** (-50 / 20)
 
 
 def summary(values: list[float]) -> dict[str, float]:
+    def rounded(value: float | None) -> float:
+        return math.nan if value is None else round(value, 3)
+
     return {
         "n": len(values),
-        "p50": round(percentile(values, 50), 3),
-        "p95": round(percentile(values, 95), 3),
-        "mean": round(statistics.fmean(values), 3) if values else float("nan"),
-        "max": round(max(values), 3) if values else float("nan"),
+        "p50": rounded(percentile(values, 50)),
+        "p95": rounded(percentile(values, 95)),
+        "mean": rounded(statistics.fmean(values) if values else None),
+        "max": rounded(max(values, default=None)),
     }
 
 
 # -- memory ------------------------------------------------------------------------------------
 
 
-def memory_mb(pid: int) -> dict[str, float]:
-    """RSS and PSS (shared pages split between sharers) of one process, in MB."""
-    p = psutil.Process(pid)
-    full = p.memory_full_info()
-    return {"rss": round(full.rss / 2**20, 1), "pss": round(getattr(full, "pss", 0) / 2**20, 1)}
-
-
-def job_processes(worker: AgentWorker) -> list[psutil.Process]:
+def job_processes(worker: AgentWorker) -> list[int]:
     """The worker's job processes (children of its forkserver), not the forkserver itself."""
-    root = psutil.Process(worker.process.pid)
-    procs = root.children(recursive=True)
-    return [p for p in procs if p.children() == [] and p.ppid() != root.pid]
+    root = worker.process.pid
+    tree = descendants(root)
+    parents = set(tree.values())
+    return [pid for pid, parent in tree.items() if pid not in parents and parent != root]
 
 
 def wait_idle_processes(worker: AgentWorker, count: int, within: float) -> float:
@@ -117,7 +120,7 @@ class CallResult:
 async def one_call(
     livekit: LiveKitServer,
     lkapi: api.LiveKitAPI,
-    voices: list[np.ndarray],
+    voices: list[Int16Array],
     turns: int,
     after_greeting: Callable[[], Awaitable[None]] | None = None,
     before_hang_up: Callable[[], Awaitable[None]] | None = None,
@@ -136,41 +139,35 @@ async def one_call(
     await lkapi.agent_dispatch.create_dispatch(
         api.CreateAgentDispatchRequest(agent_name=AGENT_NAME, room=room, metadata=metadata)
     )
-    caller = AgentCaller()
+    caller = CallRoom(Clock(), Recorder(), vad=AGENT_SPEECH)
     try:
-        await caller.connect(livekit.url, token)
+        await caller.connect(livekit.url, token, within=60)
+        await caller.publish_microphone(Synthesizer.sample_rate)
         await caller.wait_for_agent(within=60)
         result.joined_after = time.monotonic() - started
         greeting = await caller.next_utterance(after=0.0, within=60)
+        if greeting is None:
+            raise TimeoutError("timed out after 60s waiting for the agent's greeting")
         if after_greeting is not None:
             await after_greeting()
-        last_end = greeting.ended_at or time.monotonic()
+        last_end = greeting.end
         for i in range(turns):
-            await asyncio.sleep(max(0.0, last_end + GAP_AFTER_ANSWER - time.monotonic()))
-            speech_end = await caller.say(voices[i % len(voices)])
-            try:
-                answer = await caller.next_utterance(after=speech_end, within=30)
-            except TimeoutError as e:
-                result.errors.append(f"turn {i}: {e}")
-                last_end = time.monotonic()
+            await asyncio.sleep(max(0.0, last_end + GAP_AFTER_ANSWER - caller.clock.now()))
+            _, speech_end = await caller.speak(voices[i % len(voices)])
+            answer = await caller.next_utterance(after=speech_end, within=30)
+            if answer is None:
+                result.errors.append(f"turn {i}: no answer within 30s")
+                last_end = caller.clock.now()
                 continue
-            result.latencies.append(answer.started_at - speech_end)
-            to_wall = time.time() - time.monotonic()
-            result.turn_times.append((speech_end + to_wall, answer.started_at + to_wall))
-            last_end = answer.ended_at or time.monotonic()
+            result.latencies.append(answer.start - speech_end)
+            to_wall = caller.clock.zero + time.time() - time.monotonic()
+            result.turn_times.append((speech_end + to_wall, answer.start + to_wall))
+            last_end = answer.end
         if before_hang_up is not None:
             await before_hang_up()
     finally:
-        await caller.leave()
+        await caller.close()
     return result
-
-
-def cpu_seconds(procs: list[psutil.Process]) -> float:
-    total = 0.0
-    for p in procs:
-        t = p.cpu_times()
-        total += t.user + t.system
-    return total
 
 
 # -- the worker's own metrics --------------------------------------------------------------------
@@ -255,7 +252,11 @@ async def measure(
     livekit: LiveKitServer, worker: AgentWorker, args: argparse.Namespace
 ) -> dict[str, Any]:
     synth = Synthesizer(Voice.caller())
-    voices = [synth.synthesize(q) for q in QUESTIONS]
+    margin = QUESTION_MARGIN_MS
+    voices = [
+        trim_silence(synth.synthesize(q), synth.sample_rate, margin, margin, QUESTION_FLOOR)
+        for q in QUESTIONS
+    ]
     lkapi = api.LiveKitAPI(livekit.http_url, livekit.api_key, livekit.api_secret)
     out: dict[str, Any] = {}
     try:
@@ -268,7 +269,7 @@ async def measure(
             marks.append((time.monotonic(), cpu_seconds(warm)))
             await asyncio.sleep(quiet)  # listening to silence: the floor cost of a call
             marks.append((time.monotonic(), cpu_seconds(warm)))
-            out["memory_in_call_mb"] = [memory_mb(p.pid) for p in warm]
+            out["memory_in_call_mb"] = [memory_mb(pid) for pid in warm]
 
         async def before_hang_up() -> None:
             marks.append((time.monotonic(), cpu_seconds(warm)))
@@ -370,7 +371,7 @@ def main() -> int:
         }
         results["memory_idle_mb"] = {
             "worker_main": memory_mb(worker.process.pid),
-            "idle_job_processes": [memory_mb(p.pid) for p in job_processes(worker)],
+            "idle_job_processes": [memory_mb(pid) for pid in job_processes(worker)],
         }
         print(f"worker registered in {registered:.1f}s; measuring…", flush=True)
         try:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from harness_load import group_cpu_seconds
+from process_usage import group_cpu_seconds
 
 from client_harness.caller.conversation import Speech
 from client_harness.caller.simulation import RunOptions, run_simulation

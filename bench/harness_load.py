@@ -33,11 +33,11 @@ import os
 import re
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+from process_usage import group_cpu_seconds, group_pss_mb
 
 from client_harness.caller.call_room import CallRoom, Clock
 from client_harness.caller.runner import DEFAULT_CONNECT_PARALLELISM, run_many
@@ -52,7 +52,6 @@ from local_stack import AgentWorker, LocalStack
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 AGENT_NAME = "bench-harness-agent"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # Warm job threads (thread executor, --text-executor thread). With no call running yet,
 # livekit-agents estimates each accepted job's load as (load threshold)/num_idle_processes, so
@@ -81,37 +80,6 @@ TEXT_SCENARIO = scenario_from_dict(
         ],
     }
 )
-
-
-def group_stats(pgid: int) -> Iterator[tuple[str, list[str]]]:
-    """(pid, stat fields after the command name) of every live process in a process group."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:  # fields[2] is pgrp (field 5 of stat)
-            yield entry, fields
-
-
-def group_cpu_seconds(pgid: int) -> float:
-    """utime+stime (+ reaped children) of every process in a process group."""
-    total = sum(sum(int(x) for x in fields[11:15]) for _, fields in group_stats(pgid))
-    return total / CLK_TCK  # fields 11..14: utime stime cutime cstime
-
-
-def group_pss_mb(pgid: int) -> float:
-    total = 0
-    for pid, _ in group_stats(pgid):
-        try:
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1])
-        except OSError:
-            continue
-    return total / 1024
 
 
 def mem_available_mb() -> float:

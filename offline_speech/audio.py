@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import math
+from typing import TypeVar
+
 import numpy as np
 import numpy.typing as npt
 
 Int16Array = npt.NDArray[np.int16]
 Float32Array = npt.NDArray[np.float32]
+Pcm = TypeVar("Pcm", Int16Array, Float32Array)
+
+_INT16_FULL_SCALE = 32768.0
 
 
 def to_int16(wav: Float32Array) -> Int16Array:
@@ -15,7 +21,7 @@ def to_int16(wav: Float32Array) -> Int16Array:
 
 
 def to_float32(pcm: Int16Array) -> Float32Array:
-    return (pcm.astype(np.float32) / 32768.0).astype(np.float32)
+    return (pcm.astype(np.float32) / _INT16_FULL_SCALE).astype(np.float32)
 
 
 def resample(wav: Float32Array, from_rate: int, to_rate: int) -> Float32Array:
@@ -28,21 +34,38 @@ def resample(wav: Float32Array, from_rate: int, to_rate: int) -> Float32Array:
     return np.interp(x_new, x_old, wav).astype(np.float32)
 
 
+def _full_scale(audio: Int16Array | Float32Array) -> npt.NDArray[np.float64]:
+    """The samples as float64 with full scale at 1.0, whichever of the two formats they are in."""
+    scaled = audio.astype(np.float64)
+    if np.issubdtype(audio.dtype, np.integer):
+        scaled /= _INT16_FULL_SCALE
+    return scaled
+
+
+def dbfs(audio: Int16Array | Float32Array) -> float:
+    """RMS level in dBFS of int16 PCM or float audio in [-1, 1] (-inf for digital silence)."""
+    if audio.size == 0:
+        return -math.inf
+    rms = float(np.sqrt(np.mean(np.square(_full_scale(audio)))))
+    return 20.0 * math.log10(rms) if rms > 0 else -math.inf
+
+
 def trim_silence(
-    wav: Float32Array, rate: int, keep_lead_ms: int, keep_tail_ms: int, floor: float = 0.005
-) -> Float32Array:
-    """Cut quiet 10 ms windows (RMS below `floor`, about -46 dBFS) at both ends down to the
-    given margins. hibari pads every sentence with ~0.3 s of silence before and ~0.5 s after:
-    left in, that is 0.3 s of dead air before an agent answers and a 0.8 s pause between
-    sentences, long enough for a VAD to end the speaker's turn."""
+    audio: Pcm, rate: int, keep_lead_ms: int, keep_tail_ms: int, floor: float = 0.005
+) -> Pcm:
+    """Cut quiet 10 ms windows (RMS below `floor` of full scale; 0.005 is about -46 dBFS) at
+    both ends down to the given margins; int16 PCM or float audio, returned in its own format.
+    hibari pads every sentence with ~0.3 s of silence before and ~0.5 s after: left in, that is
+    0.3 s of dead air before an agent answers and a 0.8 s pause between sentences, long enough
+    for a VAD to end the speaker's turn."""
     win = rate // 100
-    n = wav.size // win
+    n = audio.size // win
     if n == 0:
-        return wav
-    rms = np.sqrt(np.mean(np.square(wav[: n * win].reshape(n, win)), axis=1))
-    loud = np.flatnonzero(rms >= floor)
+        return audio
+    windows = _full_scale(audio[: n * win]).reshape(n, win)
+    loud = np.flatnonzero(np.sqrt(np.mean(np.square(windows), axis=1)) >= floor)
     if loud.size == 0:
-        return wav
+        return audio
     start = max(0, int(loud[0]) * win - keep_lead_ms * rate // 1000)
-    end = min(wav.size, (int(loud[-1]) + 1) * win + keep_tail_ms * rate // 1000)
-    return wav[start:end]
+    end = min(audio.size, (int(loud[-1]) + 1) * win + keep_tail_ms * rate // 1000)
+    return audio[start:end]

@@ -33,8 +33,9 @@ CALLER_FRAME_MS = 20
 AGENT_STATE_ATTR = "lk.agent.state"
 AGENT_NAME_ATTR = "lk.agent.name"
 TRANSCRIPTION_TOPIC = "lk.transcription"
+TRANSCRIBED_TRACK_ATTR = "lk.transcribed_track_id"
 CHAT_TOPIC = "lk.chat"
-_SILENT_DBFS = -70.0  # frames quieter than this are not stored in the recording
+_SILENT_PEAK = 10  # frames peaking at or below this (-70 dBFS) are not stored in the recording
 _REANCHOR_SECONDS = 0.25  # a gap this large in arrival means the stream really paused
 
 
@@ -54,6 +55,9 @@ class TextSegment:
     start: float
     end: float | None = None
     text: str = ""
+    # The audio track the text transcribes (`lk.transcribed_track_id`): the sender's own track
+    # for its speech, the caller's for the sender's transcript of the caller; "" when not given.
+    track_id: str = ""
 
 
 def kind_name(kind: int) -> str:
@@ -207,6 +211,16 @@ class CallRoom:
                         await self._changed.wait()
         return True
 
+    async def next_utterance(self, after: float, within: float) -> Utterance | None:
+        """The agent's first utterance (by the VAD) that starts after `after`, once it has
+        ended; None if there is none after `within` s or when the agent left first."""
+
+        def found() -> Utterance | None:
+            return next((u for u in self.vad.utterances if u.start > after), None)
+
+        await self.wait_until(lambda: found() is not None, within)
+        return found()
+
     # ---- speaking ----------------------------------------------------------------------------
 
     async def publish_microphone(self, sample_rate: int) -> None:
@@ -334,7 +348,7 @@ class CallRoom:
                 anchor, samples = arrival - duration, 0
             t = anchor + samples / LISTEN_RATE
             samples += frame.samples_per_channel
-            if self.vad.speaking or (pcm.size and np.abs(pcm).max() > 10):
+            if self.vad.speaking or (pcm.size and np.abs(pcm).max() > _SILENT_PEAK):
                 self.recorder.place(AGENT, t, pcm, frame.sample_rate)
             edge = self.vad.push(t, duration, pcm)
             if edge == "start" and self.first_audio_at is None and self.vad.current is not None:
@@ -352,7 +366,12 @@ class CallRoom:
         if participant_identity == self.room.local_participant.identity:
             self._spawn(self._drain(reader))
             return
-        segment = TextSegment(sender=participant_identity, start=self.clock.now())
+        attributes = reader.info.attributes or {}
+        segment = TextSegment(
+            sender=participant_identity,
+            start=self.clock.now(),
+            track_id=attributes.get(TRANSCRIBED_TRACK_ATTR, ""),
+        )
         self.text_segments.append(segment)
         self._spawn(self._read_text(reader, segment))
 

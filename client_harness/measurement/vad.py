@@ -11,11 +11,12 @@ between sentences.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+
+from offline_speech.audio import dbfs
 
 
 @dataclass(frozen=True)
@@ -33,14 +34,6 @@ class Utterance:
     @property
     def duration(self) -> float:
         return self.end - self.start
-
-
-def frame_dbfs(pcm: npt.NDArray[np.int16]) -> float:
-    """RMS level of an int16 frame in dBFS (-inf for digital silence)."""
-    if pcm.size == 0:
-        return -math.inf
-    rms = float(np.sqrt(np.mean(np.square(pcm.astype(np.float32)))))
-    return 20.0 * math.log10(rms / 32768.0) if rms > 0 else -math.inf
 
 
 class EnergyVad:
@@ -64,7 +57,7 @@ class EnergyVad:
         return self._current
 
     def push(self, t: float, duration: float, pcm: npt.NDArray[np.int16]) -> str | None:
-        voiced = frame_dbfs(pcm) >= self.settings.threshold_dbfs
+        voiced = dbfs(pcm) >= self.settings.threshold_dbfs
         end_of_frame = t + duration
         if not self.speaking:
             if not voiced:

@@ -1,8 +1,9 @@
 """The sample agent end to end: token endpoint → dispatch → real worker → spoken conversation.
 
 Everything is real and on loopback: livekit-server, the token endpoint (api dispatch of
-`test-agent`), the `sample-agent start` worker, and a `livekit.rtc` caller that speaks a question
-synthesised offline at real-time pace and transcribes the agent's spoken answer offline.
+`test-agent`), the `sample-agent start` worker, and the client harness's own caller (`CallRoom`)
+that speaks a question synthesised offline at real-time pace and transcribes the agent's spoken
+answer offline.
 """
 
 from __future__ import annotations
@@ -15,10 +16,14 @@ import uuid
 from collections.abc import Iterator
 
 import httpx
+import numpy as np
+import numpy.typing as npt
 import pytest
-from livekit import api
+from livekit import api, rtc
 
-from bench.agent_caller import LISTEN_RATE, AgentCaller
+from client_harness.caller.call_room import AGENT_NAME_ATTR, AGENT_STATE_ATTR, CallRoom, Clock
+from client_harness.measurement.recorder import AGENT, Recorder
+from client_harness.measurement.vad import Utterance
 from local_stack import AgentWorker, LiveKitServer, TokenServer
 from offline_speech import Synthesizer, Transcriber, Voice
 from sample_agent.metadata import profile_from_job_metadata
@@ -30,6 +35,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 JOIN_WITHIN = 30.0  # generous: the worker has a warm process; joining takes ~1-3 s here
 ANSWER_WITHIN = 30.0
 LEAVE_WITHIN = 30.0
+TRANSCRIPT_WITHIN = 10.0
+HEARD_PAD = 0.2  # seconds of the recording kept around an utterance for the transcriber
 QUESTION = "What are your opening hours?"
 
 _NUMBERS = {
@@ -77,6 +84,24 @@ async def wait_until_agent_left(livekit: LiveKitServer, room: str, within: float
         await lkapi.aclose()
 
 
+def heard(caller: CallRoom, utterance: Utterance | None, what: str) -> npt.NDArray[np.int16]:
+    """The agent's recorded audio of one utterance the caller's VAD found."""
+    assert utterance is not None, f"the caller heard no {what} within {ANSWER_WITHIN:.0f}s"
+    return caller.recorder.slice(AGENT, utterance.start - HEARD_PAD, utterance.end + HEARD_PAD)
+
+
+def own_speech_transcripts(caller: CallRoom, agent: rtc.RemoteParticipant) -> list[str]:
+    """The agent's finished transcripts of its own speech (not of the caller's speech)."""
+    own_tracks = {
+        sid for sid, p in agent.track_publications.items() if p.kind == rtc.TrackKind.KIND_AUDIO
+    }
+    return [
+        seg.text
+        for seg in caller.agent_text_segments()
+        if seg.end is not None and seg.track_id in {"", *own_tracks}
+    ]
+
+
 async def test_dispatched_agent_greets_answers_a_spoken_question_and_leaves_with_the_caller(
     agent_worker: AgentWorker,
     token_server: TokenServer,
@@ -101,31 +126,38 @@ async def test_dispatched_agent_greets_answers_a_spoken_question_and_leaves_with
     )
     expected_greeting, expected_answer = greeting(profile), reply(profile, [QUESTION])
 
-    caller = AgentCaller()
+    caller = CallRoom(Clock(), Recorder())
     try:
-        started = time.monotonic()
-        await caller.connect(body["serverUrl"], body["token"])
+        started = caller.clock.now()
+        await caller.connect(body["serverUrl"], body["token"], within=JOIN_WITHIN)
+        await caller.publish_microphone(caller_voice.sample_rate)
         agent = await caller.wait_for_agent(within=JOIN_WITHIN)
-        joined_after = time.monotonic() - started
+        joined_after = caller.clock.now() - started
 
-        heard_greeting = await caller.next_utterance(after=0.0, within=ANSWER_WITHIN)
-        greeting_text = ears.transcribe(heard_greeting.pcm, LISTEN_RATE)
+        greeting_heard = await caller.next_utterance(after=0.0, within=ANSWER_WITHIN)
+        greeting_text = ears.transcribe(
+            heard(caller, greeting_heard, "greeting"), caller.recorder.rate
+        )
         assert similarity(greeting_text, expected_greeting) > 0.8, greeting_text
 
-        question_ended = await caller.say(caller_voice.synthesize(QUESTION))
-        heard_answer = await caller.next_utterance(after=question_ended, within=ANSWER_WITHIN)
-        answer_text = ears.transcribe(heard_answer.pcm, LISTEN_RATE)
+        _, question_ended = await caller.speak(caller_voice.synthesize(QUESTION))
+        answer_heard = await caller.next_utterance(after=question_ended, within=ANSWER_WITHIN)
+        answer_text = ears.transcribe(heard(caller, answer_heard, "answer"), caller.recorder.rate)
         assert similarity(answer_text, expected_answer) > 0.8, (answer_text, expected_answer)
 
         # the framework's transcript of its own speech, on the lk.transcription text streams
-        await caller.wait_for(
-            lambda: expected_answer in caller.agent_transcripts(), 10.0, "the answer's transcript"
+        greeting_line, answer_line = (
+            " ".join(t.split()) for t in (expected_greeting, expected_answer)
         )
-        assert expected_greeting in caller.agent_transcripts()
-        assert agent.attributes.get("lk.agent.name") == TEST_AGENT_NAME
-        assert agent.attributes.get("lk.agent.state") in ("listening", "thinking", "speaking")
+        assert await caller.wait_until(
+            lambda: answer_line in own_speech_transcripts(caller, agent), TRANSCRIPT_WITHIN
+        ), own_speech_transcripts(caller, agent)
+        assert greeting_line in own_speech_transcripts(caller, agent)
+        assert agent.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
+        assert agent.attributes.get(AGENT_NAME_ATTR) == TEST_AGENT_NAME
+        assert agent.attributes.get(AGENT_STATE_ATTR) in ("listening", "thinking", "speaking")
     finally:
-        await caller.leave()
+        await caller.close()
 
     await wait_until_agent_left(livekit_server, room, within=LEAVE_WITHIN)
     assert joined_after < JOIN_WITHIN

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 
 from client_harness.measurement.vad import EnergyVad, VadSettings
+from offline_speech.audio import dbfs, to_float32
 from tests.client_harness.measurement.tones import FRAME, frames
 
 
@@ -40,3 +44,11 @@ def test_vad_splits_on_a_long_pause_and_ignores_clicks() -> None:
 def test_vad_flush_closes_an_open_utterance() -> None:
     vad, _ = run_vad("." * 5 + "s" * 10)
     assert vad.speaking and vad.flush() is not None and not vad.speaking
+
+
+def test_the_vad_level_is_dbfs_whichever_format_the_audio_is_in() -> None:
+    tone = frames("s")[0]  # a sine peaking at 8000 of 32768 (-12.2 dB): about 3 dB less as RMS
+    assert dbfs(tone) == pytest.approx(20 * math.log10(8000 / 32768) - 3.01, abs=0.2)
+    assert dbfs(to_float32(tone)) == pytest.approx(dbfs(tone), abs=1e-3)
+    assert dbfs(np.zeros(320, np.int16)) == -math.inf
+    assert dbfs(np.zeros(0, np.int16)) == -math.inf
