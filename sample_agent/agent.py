@@ -3,7 +3,8 @@
 Read top to bottom:
 
 1. `build_server` registers the worker under AGENT_NAME (explicit dispatch only: a room gets this
-   agent only when a token or the dispatch API names it) and sizes its pool of job processes.
+   agent only when a token or the dispatch API names it), gives it the LiveKit URL and key pair
+   from the settings and sizes its pool of job processes.
 2. `prewarm` runs once in every job process before it takes a call: it loads the VAD and the
    offline speech models, so a call starts talking without waiting for weights. With
    AGENT_JOB_EXECUTOR=thread every call is a thread of the worker's process instead, and the
@@ -51,7 +52,7 @@ from livekit.agents import (
 )
 from livekit.plugins import silero
 
-from sample_agent.capacity import FULL_LOAD, call_load, count_calls_exactly
+from sample_agent.capacity import FULL_LOAD, CallSlots, call_load
 from sample_agent.config import Settings
 from sample_agent.metadata import CallProfile, profile_from_job_metadata
 from sample_agent.providers import OfflineModels, build_pipeline, load_offline_models
@@ -60,27 +61,55 @@ from sample_agent.scripts import instructions
 logger = logging.getLogger("sample_agent")
 
 
-def build_server(settings: Settings) -> AgentServer:
-    """The worker: one job process (or thread) per call, `num_idle_processes` of them warm,
-    AGENT_MAX_CALLS calls at once, counted exactly and reported promptly (sample_agent/capacity.py).
-    """
-    server = AgentServer(
-        job_executor_type=JobExecutorType(settings.job_executor),
-        num_idle_processes=settings.num_idle_processes,
-        load_fnc=functools.partial(call_load, max_calls=settings.max_calls),
-        load_threshold=FULL_LOAD,
-        job_memory_warn_mb=settings.job_memory_warn_mb,
-        drain_timeout=settings.drain_timeout,
-        host=settings.http_host,
-        port=settings.http_port,
+class SampleAgentServer(AgentServer):
+    """The framework's AgentServer, remembering why `run()` failed.
+
+    The framework's CLI logs "worker failed" and returns normally when `run()` raises (for
+    instance when it gave up connecting to LiveKit); `failure` lets `sample-agent` exit
+    non-zero then. Overrides only the public `run()`."""
+
+    failure: Exception | None = None
+
+    async def run(self, *, devmode: bool = False, unregistered: bool = False) -> None:
+        try:
+            await super().run(devmode=devmode, unregistered=unregistered)
+        except Exception as exc:
+            self.failure = exc
+            raise
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """The AgentServer's constructor arguments: everything from `settings`, nothing from the
+    environment (the framework falls back to LIVEKIT_* variables only for what is not given)."""
+    return {
+        "ws_url": settings.livekit_url,
+        "api_key": settings.livekit_api_key,
+        "api_secret": settings.livekit_api_secret,
+        "max_retry": settings.connect_retries,
+        "job_executor_type": JobExecutorType(settings.job_executor),
+        "num_idle_processes": settings.num_idle_processes,
+        "load_fnc": functools.partial(call_load, max_calls=settings.max_calls),
+        "load_threshold": FULL_LOAD,
+        "job_memory_warn_mb": settings.job_memory_warn_mb,
+        "drain_timeout": settings.drain_timeout,
+        "host": settings.http_host,
+        "port": settings.http_port,
         # loading Whisper + hibari takes 1-2 s alone, several times that on a busy 2-core box
-        initialize_process_timeout=120.0,
-        setup_fnc=functools.partial(prewarm, settings=settings),
-    )
-    count_calls_exactly(server, settings.max_calls)
+        "initialize_process_timeout": 120.0,
+        "setup_fnc": functools.partial(prewarm, settings=settings),
+    }
+
+
+def build_server(settings: Settings) -> SampleAgentServer:
+    """The worker: one job process (or thread) per call, `num_idle_processes` of them warm,
+    AGENT_MAX_CALLS calls at once, counted in calls (sample_agent/capacity.py)."""
+    server = SampleAgentServer(**server_options(settings))
     # partial(), not a closure: the framework pickles the entrypoint into each job process
+    # (on_request runs in this process and is not pickled)
     server.rtc_session(
-        functools.partial(entrypoint, settings=settings), agent_name=settings.agent_name
+        functools.partial(entrypoint, settings=settings),
+        agent_name=settings.agent_name,
+        on_request=CallSlots(server, settings.max_calls).on_request,
     )
     return server
 

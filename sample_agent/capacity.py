@@ -1,33 +1,34 @@
-"""Honest capacity: the worker takes a call whenever it has a free slot, and says so promptly.
+"""Honest capacity: the worker takes exactly AGENT_MAX_CALLS calls at once, through public API only.
 
 livekit-server v1.13.5 offers each job once, to a worker whose last reported status is AVAILABLE
 and whose last reported load is under the server's agents `target_load` (0.7); a worker that
-refuses, or is reported full, loses the job for good. So two numbers must be right at every
-instant: the worker's own count when it answers a job request, and the server's copy of it.
+refuses, or is reported full, loses the job for good (the token server's dispatch follower,
+token_server/dispatch_follow.py, dispatches such a room again).
 
-- **Load is counted in calls.** AGENT_MAX_CALLS calls in progress reads as FULL_LOAD (0.7, the
-  server's `target_load`); each call is FULL_LOAD / AGENT_MAX_CALLS of it (`call_load`).
-- **A job accepted but not yet running counts as one call, no more.** livekit-agents 1.8.9
-  guesses a reserved job's load: with no call running it charges `load_threshold /
-  num_idle_processes`, so with one warm process a single reservation reads as full and a second
-  job request arriving at the same instant is refused. We know a call's load exactly, so we
-  count reservations with it (`effective_load`).
-- **The server hears of a change at once.** The framework pushes its status every 2.5 s; a slot
-  freed by a call that ended would stay hidden that long (and every job offered meanwhile goes
-  elsewhere or nowhere). We push the status as soon as a call starts or ends.
-
-The last two need framework internals: they live in `count_calls_exactly`, the one function here
-that touches them, and tests/sample_agent/test_capacity.py fails if the framework changes their
-shape.
+- **Load is counted in calls** (`call_load`, the worker's `load_fnc`, from the public
+  `AgentServer.active_jobs`): AGENT_MAX_CALLS calls in progress reads as FULL_LOAD (0.7, the
+  server's `target_load`); each call is FULL_LOAD / AGENT_MAX_CALLS of it.
+- **A job accepted but not yet running counts as one call, no more** (`CallSlots`, the
+  session's public `on_request` hook). livekit-agents 1.8.9 first screens each job request
+  itself: it charges a job it accepted but has not started `load_threshold /
+  num_idle_processes`, which is exactly one call when AGENT_IDLE_PROCESSES = AGENT_MAX_CALLS
+  (the default). `CallSlots` then decides with its own count of running and accepting jobs,
+  so a worker with more warm processes than calls still takes no more than AGENT_MAX_CALLS at
+  once. With fewer warm processes than calls the framework's screen is stricter than ours
+  (AGENT_MAX_CALLS / AGENT_IDLE_PROCESSES calls per accepted job while none runs): jobs beyond
+  the warm processes arriving together are refused, and the dispatch follower retries them.
+- **The server hears of a change on the framework's own timer.** The framework refreshes the
+  load every 0.5 s and sends its status every 2.5 s; it has no public way to send it sooner.
+  So a slot freed by a call that ended is hidden from livekit-server for up to ~3 s: a job
+  offered meanwhile finds the worker full and is dropped, and the dispatch follower dispatches
+  it again (bench/dispatch_reliability.py measures what that costs).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from typing import Any
 
-from livekit.agents import AgentServer
+from livekit.agents import AgentServer, JobRequest
 
 logger = logging.getLogger("sample_agent")
 
@@ -49,49 +50,35 @@ def call_load(server: AgentServer, max_calls: int) -> float:
     return effective_load(len(server.active_jobs), max_calls)
 
 
-def takes_another_call(running: int, reserved: int, max_calls: int) -> bool:
-    """What the worker answers a job request with (the framework: effective load < threshold)."""
-    return effective_load(running + reserved, max_calls) < FULL_LOAD
+def takes_another_call(calls: int, max_calls: int) -> bool:
+    """Whether a worker with `calls` calls running or accepted takes one more."""
+    return effective_load(calls, max_calls) < FULL_LOAD
 
 
-def count_calls_exactly(server: AgentServer, max_calls: int) -> None:
-    """Make `server` count accepted-not-started jobs as one call each and push its status to
-    livekit-server the moment a call starts or ends.
+class CallSlots:
+    """The worker's answer to each job request: accept while fewer than `max_calls` calls are
+    running or accepted-and-starting, else refuse so livekit-server can offer it elsewhere.
 
-    THE ONLY CODE THAT TOUCHES livekit-agents INTERNALS (1.8.9; tests/sample_agent/test_capacity.py
-    checks each one still exists with the shape used here):
-    - `AgentServer._get_effective_load()`: the load the worker answers job requests and builds
-      its status with; replaced on this instance by one that counts reservations as calls.
-    - `AgentServer._reserved_slots`: jobs it said "available" to that are not running yet.
-    - `AgentServer._proc_pool` ("process_job_launched" / "process_closed" events): a call
-      started / its process is gone (the framework itself listens to both, to report job status).
-    - `AgentServer._worker_load` (the last `load_fnc` result, sent as the status's load) and
-      `_update_worker_status()`: what the framework's own 0.5 s and 2.5 s timers set and send.
-      Set inline (not via its thread-pool `_refresh_worker_load`), so the status is queued in
-      the same loop turn the call's process is gone, before anything else can observe the free
-      slot. The framework drops statuses while it is (re)connecting and sends one itself right
-      after registering, computed with the same two functions.
-    """
+    Register `on_request` as the session's `on_request`. A job counts from the moment it is
+    accepted until it ends; while it starts it is both accepting and running, so jobs are
+    counted by id, once."""
 
-    def counted_load() -> float:
-        return effective_load(len(server.active_jobs) + server._reserved_slots, max_calls)
+    def __init__(self, server: AgentServer, max_calls: int) -> None:
+        self._server = server
+        self._max_calls = max_calls
+        self._accepting: set[str] = set()
 
-    server._get_effective_load = counted_load  # type: ignore[method-assign]
-    pending: set[asyncio.Task[None]] = set()
+    def calls(self) -> int:
+        running = {info.job.id for info in self._server.active_jobs}
+        return len(running | self._accepting)
 
-    async def push_status() -> None:
+    async def on_request(self, request: JobRequest) -> None:
+        if not takes_another_call(self.calls(), self._max_calls):
+            logger.info("full; refusing the job", extra={"job_id": request.id})
+            await request.reject(terminate=False)  # the server may offer it to another worker
+            return
+        self._accepting.add(request.id)  # no await since the count: two requests can't both fit
         try:
-            server._worker_load = call_load(server, max_calls)
-            await server._update_worker_status()
-        except Exception:  # closing, or disconnected: the next status the framework sends wins
-            logger.debug("worker status push skipped", exc_info=True)
-
-    def calls_changed(*_: Any) -> None:
-        task = asyncio.get_running_loop().create_task(push_status())
-        pending.add(task)
-        task.add_done_callback(pending.discard)
-
-    @server.on("worker_started")  # run() built a new pool; no job request has been read yet
-    def _hook_pool() -> None:
-        server._proc_pool.on("process_job_launched", calls_changed)
-        server._proc_pool.on("process_closed", calls_changed)
+            await request.accept()  # returns once the job's process has it, or raises
+        finally:
+            self._accepting.discard(request.id)

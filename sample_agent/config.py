@@ -9,27 +9,38 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+from kit_settings import EnvReader, SettingsError
 
 Provider = Literal["offline", "openai"]
 PROVIDERS: tuple[Provider, ...] = ("offline", "openai")
 JobExecutor = Literal["process", "thread"]
 JOB_EXECUTORS: tuple[JobExecutor, ...] = ("process", "thread")
 REQUIRED_LIVEKIT_VARS = ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")
+LIVEKIT_URL_SCHEMES = ("ws", "wss", "http", "https")  # the framework turns http(s) into ws(s)
 
-
-class SettingsError(ValueError):
-    """A setting is missing or malformed; the message names the variable."""
+__all__ = ["Settings", "SettingsError", "load_settings"]  # SettingsError: kit_settings's own
 
 
 @dataclass(frozen=True)
 class Settings:
+    livekit_url: str = ""
+    """LIVEKIT_URL: the LiveKit server the worker registers with (ws://, wss://, http(s)://)."""
+    livekit_api_key: str = ""
+    """LIVEKIT_API_KEY / LIVEKIT_API_SECRET: a key pair the server accepts. Passed to the
+    framework's AgentServer as arguments; the secret never appears in a repr."""
+    livekit_api_secret: str = field(default="", repr=False)
+    connect_retries: int = 16
+    """AGENT_CONNECT_RETRIES: failed connection attempts to the LiveKit server the worker makes
+    before it gives up and exits 1 (the framework's `max_retry`; ~2 min at the default)."""
     agent_name: str = "sample-agent"
     """AGENT_NAME: the name the worker registers under; only explicit dispatches reach it."""
     provider: Provider = "offline"
     """AGENT_PROVIDER: `offline` (bundled models, no keys) or `openai` (needs OPENAI_API_KEY)."""
-    openai_api_key: str | None = None
+    openai_api_key: str | None = field(default=None, repr=False)
     openai_llm_model: str = "gpt-4o-mini"
     openai_stt_model: str = "gpt-4o-mini-transcribe"
     openai_tts_model: str = "gpt-4o-mini-tts"
@@ -61,7 +72,7 @@ class Settings:
     process loads its models first: 1.6-7 s here). The framework warms only as many as there
     are free slots, so this holds no more memory than full load does anyway (~350 MB RSS each
     with the offline models; a text-only one loads none)."""
-    job_memory_warn_mb: float = 1000
+    job_memory_warn_mb: float = 1000.0
     drain_timeout: int = 60
     """AGENT_DRAIN_TIMEOUT: seconds a stopping worker waits for calls in progress."""
     http_port: int = 0
@@ -88,82 +99,103 @@ class Settings:
     tts_threads: int = 1
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not an integer") from None
-    if value < minimum:
-        raise SettingsError(f"{name}={value} must be at least {minimum}")
-    return value
+def load_settings(
+    env: Mapping[str, str] | None = None, *, require_livekit: bool = False
+) -> Settings:
+    """Settings from `env` (default: the process environment).
 
-
-def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a number") from None
-    if not low <= value <= high:
-        raise SettingsError(f"{name}={value} must be between {low} and {high}")
-    return value
-
-
-def _flag(env: Mapping[str, str], name: str) -> bool:
-    return env.get(name, "0").strip().lower() in ("1", "true", "yes", "on")
-
-
-def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Settings from `env` (default: the process environment); raises SettingsError."""
-    env = os.environ if env is None else env
-    provider = env.get("AGENT_PROVIDER", "offline").strip().lower() or "offline"
-    if provider not in PROVIDERS:
-        raise SettingsError(f"AGENT_PROVIDER={provider!r} must be one of {', '.join(PROVIDERS)}")
-    openai_key = env.get("OPENAI_API_KEY", "").strip() or None
-    if provider == "openai" and openai_key is None:
-        raise SettingsError("AGENT_PROVIDER=openai needs OPENAI_API_KEY")
-    executor = env.get("AGENT_JOB_EXECUTOR", "process").strip().lower() or "process"
-    if executor not in JOB_EXECUTORS:
-        raise SettingsError(
-            f"AGENT_JOB_EXECUTOR={executor!r} must be one of {', '.join(JOB_EXECUTORS)}"
-        )
-    defaults = Settings()
-    max_calls = _int(env, "AGENT_MAX_CALLS", defaults.max_calls, minimum=1)
-    silence = _float(env, "AGENT_SILENCE_SECONDS", defaults.silence_seconds, 0.2, 5.0)
-    return Settings(
-        agent_name=env.get("AGENT_NAME", "").strip() or defaults.agent_name,
-        provider=provider,  # checked against PROVIDERS above
-        openai_api_key=openai_key,
-        openai_llm_model=env.get("OPENAI_LLM_MODEL", "").strip() or defaults.openai_llm_model,
-        openai_stt_model=env.get("OPENAI_STT_MODEL", "").strip() or defaults.openai_stt_model,
-        openai_tts_model=env.get("OPENAI_TTS_MODEL", "").strip() or defaults.openai_tts_model,
-        openai_tts_voice=env.get("OPENAI_TTS_VOICE", "").strip() or defaults.openai_tts_voice,
-        job_executor=executor,  # checked against JOB_EXECUTORS above
-        text_only=_flag(env, "AGENT_TEXT_ONLY"),
-        num_idle_processes=_int(env, "AGENT_IDLE_PROCESSES", max_calls),
-        max_calls=max_calls,
-        job_memory_warn_mb=_float(env, "AGENT_JOB_MEMORY_WARN_MB", 1000, 100, 1e6),
-        drain_timeout=_int(env, "AGENT_DRAIN_TIMEOUT", defaults.drain_timeout),
-        http_port=_int(env, "AGENT_HTTP_PORT", defaults.http_port),
-        http_host=env.get("AGENT_HTTP_HOST", "").strip() or defaults.http_host,
-        silence_seconds=silence,
-        vad_silence_seconds=min(
-            silence,
-            _float(env, "AGENT_VAD_SILENCE_SECONDS", defaults.vad_silence_seconds, 0.1, 5.0),
-        ),
-        sync_transcription=_flag(env, "AGENT_SYNC_TRANSCRIPTION"),
-        caller_timeout_seconds=_float(env, "AGENT_CALLER_TIMEOUT", 120.0, 1.0, 86_400.0),
-        stt_threads=_int(env, "AGENT_STT_THREADS", defaults.stt_threads, minimum=1),
-        tts_threads=_int(env, "AGENT_TTS_THREADS", defaults.tts_threads, minimum=1),
+    Raises SettingsError listing every problem, one line each. `require_livekit`: the LiveKit
+    URL and key pair must be set (the worker needs them; unit tests and tools reading the
+    other settings do not)."""
+    reader = EnvReader(os.environ if env is None else env)
+    settings = Settings(
+        **_livekit(reader, require_livekit),
+        **_provider(reader),
+        **_capacity(reader),
+        **_conversation(reader),
+        **_process(reader),
     )
+    reader.check()
+    return settings
 
 
-def missing_livekit_vars(env: Mapping[str, str] | None = None) -> list[str]:
-    """The connection variables the worker needs and `env` lacks (empty counts as missing)."""
-    env = os.environ if env is None else env
-    return [name for name in REQUIRED_LIVEKIT_VARS if not env.get(name, "").strip()]
+def _livekit(env: EnvReader, required: bool) -> dict[str, Any]:
+    """Where the LiveKit server is and the key pair it accepts."""
+    values = {name: env.text(name) for name in REQUIRED_LIVEKIT_VARS}
+    missing = [name for name, value in values.items() if not value]
+    if required and missing:
+        env.problem(
+            "missing required environment variable(s): " + ", ".join(missing) + " (LIVEKIT_URL "
+            "is the server's ws:// or wss:// URL; LIVEKIT_API_KEY and LIVEKIT_API_SECRET a key "
+            "pair it accepts)"
+        )
+    url = values["LIVEKIT_URL"]
+    parsed = urlparse(url)
+    if url and (parsed.scheme not in LIVEKIT_URL_SCHEMES or not parsed.netloc):
+        env.problem(f"LIVEKIT_URL={url!r} must be a ws://, wss://, http:// or https:// URL")
+    return {
+        "livekit_url": url,
+        "livekit_api_key": values["LIVEKIT_API_KEY"],
+        "livekit_api_secret": values["LIVEKIT_API_SECRET"],
+        "connect_retries": env.number("AGENT_CONNECT_RETRIES", Settings.connect_retries, 0, 1000),
+    }
+
+
+def _provider(env: EnvReader) -> dict[str, Any]:
+    """Which speech and language models answer, and their OpenAI names."""
+    defaults = Settings()
+    provider = env.choice("AGENT_PROVIDER", defaults.provider, PROVIDERS)
+    openai_key = env.text("OPENAI_API_KEY") or None
+    if provider == "openai" and openai_key is None:
+        env.problem("AGENT_PROVIDER=openai needs OPENAI_API_KEY")
+    return {
+        "agent_name": env.text("AGENT_NAME", defaults.agent_name),
+        "provider": provider,
+        "openai_api_key": openai_key,
+        "openai_llm_model": env.text("OPENAI_LLM_MODEL", defaults.openai_llm_model),
+        "openai_stt_model": env.text("OPENAI_STT_MODEL", defaults.openai_stt_model),
+        "openai_tts_model": env.text("OPENAI_TTS_MODEL", defaults.openai_tts_model),
+        "openai_tts_voice": env.text("OPENAI_TTS_VOICE", defaults.openai_tts_voice),
+        "text_only": env.flag("AGENT_TEXT_ONLY"),
+        "stt_threads": env.number("AGENT_STT_THREADS", defaults.stt_threads, 1, 64),
+        "tts_threads": env.number("AGENT_TTS_THREADS", defaults.tts_threads, 1, 64),
+    }
+
+
+def _capacity(env: EnvReader) -> dict[str, Any]:
+    """How many calls at once, how they run, how many processes are kept warm for them."""
+    defaults = Settings()
+    max_calls = env.number("AGENT_MAX_CALLS", defaults.max_calls, 1, 1000)
+    return {
+        "max_calls": max_calls,
+        "num_idle_processes": env.number("AGENT_IDLE_PROCESSES", max_calls, 0, 1000),
+        "job_executor": env.choice("AGENT_JOB_EXECUTOR", defaults.job_executor, JOB_EXECUTORS),
+        "job_memory_warn_mb": env.number(
+            "AGENT_JOB_MEMORY_WARN_MB", defaults.job_memory_warn_mb, 100, 1e6
+        ),
+    }
+
+
+def _conversation(env: EnvReader) -> dict[str, Any]:
+    """Turn taking and the caller's arrival."""
+    defaults = Settings()
+    silence = env.number("AGENT_SILENCE_SECONDS", defaults.silence_seconds, 0.2, 5.0)
+    vad_silence = env.number("AGENT_VAD_SILENCE_SECONDS", defaults.vad_silence_seconds, 0.1, 5.0)
+    return {
+        "silence_seconds": silence,
+        "vad_silence_seconds": min(silence, vad_silence),  # the VAD cannot wait past the turn
+        "sync_transcription": env.flag("AGENT_SYNC_TRANSCRIPTION"),
+        "caller_timeout_seconds": env.number(
+            "AGENT_CALLER_TIMEOUT", defaults.caller_timeout_seconds, 1.0, 86_400.0
+        ),
+    }
+
+
+def _process(env: EnvReader) -> dict[str, Any]:
+    """The worker process: stopping, health endpoint."""
+    defaults = Settings()
+    return {
+        "drain_timeout": env.number("AGENT_DRAIN_TIMEOUT", defaults.drain_timeout, 0, 86_400),
+        "http_host": env.text("AGENT_HTTP_HOST", defaults.http_host),
+        "http_port": env.number("AGENT_HTTP_PORT", defaults.http_port, 0, 65_535),
+    }
