@@ -33,6 +33,7 @@ import os
 import re
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ from client_harness.caller.runner import DEFAULT_CONNECT_PARALLELISM, run_many
 from client_harness.caller.simulation import RunOptions
 from client_harness.caller.token_fetch import new_room_name, request_token
 from client_harness.config import load_config, stack_config
+from client_harness.measurement.metrics import SimulationResult
 from client_harness.measurement.recorder import Recorder
 from client_harness.report import percentile
 from client_harness.scenario import load_scenario, scenario_from_dict
@@ -52,6 +54,14 @@ from local_stack import AgentWorker, LocalStack
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 AGENT_NAME = "bench-harness-agent"
+# Each level's timings, p50/p95 (SimulationResult attributes).
+TIMINGS = (
+    "agent_join_from_token_request_s",
+    "agent_join_from_connect_s",
+    "connect_s",
+    "token_request_s",
+    "first_response_latency_s",
+)
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # Warm job threads (thread executor, --text-executor thread). With no call running yet,
 # livekit-agents estimates each accepted job's load as (load threshold)/num_idle_processes, so
@@ -131,6 +141,72 @@ def stats(values: list[float]) -> dict[str, float | None]:
     return {"n": len(values), "p50": percentile(values, 50), "p95": percentile(values, 95)}
 
 
+def timing_stats(results: list[SimulationResult]) -> dict[str, dict[str, float | None]]:
+    """p50/p95 of each of TIMINGS over the simulations that got that far."""
+    out = {}
+    for key in TIMINGS:
+        values = [getattr(r, key) for r in results]
+        out[key] = stats([float(v) for v in values if v is not None])
+    return out
+
+
+def failure_summary(results: list[SimulationResult]) -> dict[str, Any]:
+    failures = [
+        {"index": r.index, "step": r.failed_step, "error": r.error, "diagnosis": r.diagnosis}
+        for r in results
+        if not r.ok
+    ]
+    return {
+        "failures_by_step": dict(Counter(f["step"] for f in failures)),
+        "failures_by_reason": dict(
+            Counter(
+                f"{f['step']}: {UUID.sub('<room>', str(f['error'] or ''))[:70]}" for f in failures
+            ).most_common(8)
+        ),
+        "failures": failures[:10],
+    }
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    mode: str  # voice at level 1, text above
+    executor: str  # the agent's job executor: process or thread
+    workers: int
+    calls_per_worker: int
+    idle: int  # warm processes (or threads) per worker
+
+
+def plan_workers(
+    level: int, memory_share: float, calls_per_worker: int, text_executor: str
+) -> WorkerPlan:
+    mode = "voice" if level == 1 else "text"
+    executor = "process" if level == 1 else text_executor
+    if executor == "process":
+        return WorkerPlan(mode, executor, 1, level, idle_processes_for(level, memory_share, mode))
+    workers = -(-level // calls_per_worker)
+    per_worker = -(-level // workers)
+    return WorkerPlan(mode, executor, workers, per_worker, min(per_worker, THREAD_IDLE_JOBS))
+
+
+async def start_workers(stack: LocalStack, livekit: Any, plan: WorkerPlan) -> list[AgentWorker]:
+    """The plan's workers, started side by side, each ready with its warm processes."""
+    text_only = plan.mode == "text"
+    return await asyncio.gather(
+        *(
+            asyncio.to_thread(
+                start_worker,
+                stack,
+                livekit,
+                plan.calls_per_worker,
+                plan.idle,
+                plan.executor,
+                text_only,
+            )
+            for _ in range(plan.workers)
+        )
+    )
+
+
 async def run_level(
     stack: LocalStack,
     livekit: Any,
@@ -143,24 +219,10 @@ async def run_level(
     ramp_s: float,
     caller_pause_s: float,
 ) -> dict[str, Any]:
-    mode = "voice" if level == 1 else "text"
-    executor = "process" if level == 1 else text_executor
-    if executor == "process":
-        workers_n, per_worker = 1, level
-        idle = idle_processes_for(level, memory_share, mode)
-    else:
-        workers_n = -(-level // calls_per_worker)
-        per_worker = -(-level // workers_n)
-        idle = min(per_worker, THREAD_IDLE_JOBS)
+    plan = plan_workers(level, memory_share, calls_per_worker, text_executor)
+    mode = plan.mode
     started = time.monotonic()
-    workers = await asyncio.gather(
-        *(
-            asyncio.to_thread(
-                start_worker, stack, livekit, per_worker, idle, executor, mode == "text"
-            )
-            for _ in range(workers_n)
-        )
-    )
+    workers = await start_workers(stack, livekit, plan)
     worker_start_s = time.monotonic() - started
     worker_groups = [w.process.pid for w in workers]
     idle_pss = sum(group_pss_mb(g) for g in worker_groups)
@@ -192,43 +254,18 @@ async def run_level(
         stack.stop(worker.process)
     results = run.results
     simulated_min = sum(r.duration_s or 0.0 for r in results) / 60.0
-    failures = [
-        {"index": r.index, "step": r.failed_step, "error": r.error, "diagnosis": r.diagnosis}
-        for r in results
-        if not r.ok
-    ]
     return {
         "concurrency": level,
         "ramp_s": ramp_s,
         "caller_pause_s": caller_pause_s if mode == "text" else None,
         "peak_concurrency": run.peak_concurrency,
         "mode": mode,
-        "agent_job_executor": executor,
-        "agent_workers": workers_n,
-        "agent_calls_per_worker": per_worker,
-        "agent_idle_processes": idle,
+        "agent_job_executor": plan.executor,
+        "agent_workers": plan.workers,
+        "agent_calls_per_worker": plan.calls_per_worker,
+        "agent_idle_processes": plan.idle,
         "success_rate": sum(r.ok for r in results) / len(results),
-        "agent_join_from_token_request_s": stats(
-            [
-                r.agent_join_from_token_request_s
-                for r in results
-                if r.agent_join_from_token_request_s is not None
-            ]
-        ),
-        "agent_join_from_connect_s": stats(
-            [
-                r.agent_join_from_connect_s
-                for r in results
-                if r.agent_join_from_connect_s is not None
-            ]
-        ),
-        "connect_s": stats([r.connect_s for r in results if r.connect_s is not None]),
-        "token_request_s": stats(
-            [r.token_request_s for r in results if r.token_request_s is not None]
-        ),
-        "first_response_latency_s": stats(
-            [r.first_response_latency_s for r in results if r.first_response_latency_s is not None]
-        ),
+        **timing_stats(results),
         "harness_cpu_s": run.cpu_s,
         "stack_cpu_s": stack_cpu,
         "stack_cpu_s_by_part": stack_cpu_by,
@@ -241,13 +278,7 @@ async def run_level(
         "worker_start_s": worker_start_s,
         "agent_pss_idle_mb": idle_pss,
         "agent_pss_after_mb": peak_pss,
-        "failures_by_step": dict(Counter(f["step"] for f in failures)),
-        "failures_by_reason": dict(
-            Counter(
-                f"{f['step']}: {UUID.sub('<room>', str(f['error'] or ''))[:70]}" for f in failures
-            ).most_common(8)
-        ),
-        "failures": failures[:10],
+        **failure_summary(results),
     }
 
 
@@ -344,7 +375,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-async def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -392,7 +423,11 @@ async def main() -> None:
     parser.add_argument(
         "--log-dir", type=Path, default=None, help="keep the stack's logs here (default: dropped)"
     )
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+async def main() -> None:
+    args = parse_args()
     voice_scenario = load_scenario(ROOT / "client_harness" / "scenarios" / "booking.yaml")
     rows = []
     with LocalStack(args.log_dir) as stack:
