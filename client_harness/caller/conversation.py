@@ -22,8 +22,10 @@ from client_harness.measurement.recorder import AGENT
 from client_harness.measurement.vad import Utterance
 from client_harness.scenario import Scenario, Turn
 from offline_speech import Synthesizer, Transcriber, Voice
+from offline_speech.audio import trim_silence
 
 TRANSCRIBE_PAD_SECONDS = 0.15
+CALLER_EDGE_MS = 30  # silence kept before and after a caller turn
 TEXT_SETTLE_SECONDS = 0.6  # quiet after a closed transcription segment that ends a text reply
 
 
@@ -62,7 +64,12 @@ class Speech:
         pcm = self._cache.get(text)
         if pcm is None:
             synth = self._synthesizer()
-            pcm = synth.synthesize(text)
+            # The synthesiser leaves a pause after each sentence; the turn's own edges are cut
+            # to CALLER_EDGE_MS, so the caller's end of speech (which response latency is timed
+            # from) is when its voice stops, not when trailing silence ends.
+            pcm = trim_silence(
+                synth.synthesize(text), synth.sample_rate, CALLER_EDGE_MS, CALLER_EDGE_MS
+            )
             self.sample_rate = synth.sample_rate
             self._cache[text] = pcm
         return pcm
