@@ -138,79 +138,62 @@ async def retried_requests(
     return await count_dispatches(livekit, prefix, agent)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=8.0, help="seconds per measurement")
-    parser.add_argument("--concurrency", default="1,16,64")
-    parser.add_argument("--out", type=Path, default=RESULTS / "token_endpoint.json")
-    args = parser.parse_args()
-    if not shutil.which("wrk"):
-        print("bench: needs wrk (apt-get install wrk / brew install wrk)", file=sys.stderr)
-        return 2
-    levels = [int(c) for c in args.concurrency.split(",")]
+Variant = tuple[str, str | None, bool]  # url, API key, whether it dispatches
 
-    print("(d) minting in-process ...", file=sys.stderr)
-    ceiling = mint_rate()
-    results: dict[str, Any] = {
-        "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "duration_s": args.duration,
-        "mint_rate_per_s": ceiling,
-        "variants": {},
-        "retries": {},
-    }
-    agent = "bench-agent"
-    key = "bench-key"
-    with LocalStack() as stack:
-        livekit = stack.start_livekit()
-        variants: dict[str, tuple[str, str | None, bool]] = {}
-        for label, mode in (("a_mint_only", "none"), ("b_api_dispatch", "api")):
-            server = stack.start_token_server(
-                livekit,
-                env={
-                    "DISPATCH_MODE": mode,
-                    "AGENT_NAME": agent,
-                    "TOKEN_SERVER_API_KEYS": key,
-                    "TOKEN_SERVER_ALLOW_NO_AUTH": "0",
-                    "TOKEN_SERVER_LOG_LEVEL": "warning",
-                },
-            )
-            variants[label] = (server.endpoint, key, mode == "api")
-        ref_port = free_port()
-        env = {**os.environ, **livekit.env(), "AGENT_NAME": agent}
-        ref = stack.spawn(
-            "reference-endpoint",
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "bench.reference_endpoint:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(ref_port),
-                "--log-level",
-                "warning",
-                "--no-access-log",
-            ],
-            env,
+
+def start_variants(
+    stack: LocalStack, livekit: LiveKitServer, agent: str, key: str
+) -> dict[str, Variant]:
+    """(a) this endpoint minting only, (b) this endpoint dispatching, (c) the tutorial endpoint."""
+    variants: dict[str, Variant] = {}
+    for label, mode in (("a_mint_only", "none"), ("b_api_dispatch", "api")):
+        server = stack.start_token_server(
+            livekit,
+            env={
+                "DISPATCH_MODE": mode,
+                "AGENT_NAME": agent,
+                "TOKEN_SERVER_API_KEYS": key,
+                "TOKEN_SERVER_ALLOW_NO_AUTH": "0",
+                "TOKEN_SERVER_LOG_LEVEL": "warning",
+            },
         )
-        ref.wait_http(f"http://127.0.0.1:{ref_port}/")
-        variants["c_reference"] = (f"http://127.0.0.1:{ref_port}/livekit/token", None, True)
+        variants[label] = (server.endpoint, key, mode == "api")
+    ref_port = free_port()
+    env = {**os.environ, **livekit.env(), "AGENT_NAME": agent}
+    argv = [sys.executable, "-m", "uvicorn", "bench.reference_endpoint:app"]
+    argv += ["--host", "127.0.0.1", "--port", str(ref_port)]
+    argv += ["--log-level", "warning", "--no-access-log"]
+    ref = stack.spawn("reference-endpoint", argv, env)
+    ref.wait_http(f"http://127.0.0.1:{ref_port}/")
+    variants["c_reference"] = (f"http://127.0.0.1:{ref_port}/livekit/token", None, True)
+    return variants
 
-        for label, (url, k, dispatches) in variants.items():
-            rows = results["variants"][label] = {}
-            for c in levels:
-                prefix = f"{label}-{c}-{uuid.uuid4().hex[:6]}"
-                print(f"{label} at concurrency {c} ...", file=sys.stderr)
-                row = run_wrk(url, c, args.duration, prefix, k)
-                if dispatches:
-                    row["dispatch_check"] = asyncio.run(count_dispatches(livekit, prefix, agent))
-                row["ratio_to_mint_ceiling"] = row["rps"] / ceiling["plain"]
-                rows[str(c)] = row
+
+def measure(
+    results: dict[str, Any],
+    variants: dict[str, Variant],
+    livekit: LiveKitServer,
+    agent: str,
+    levels: list[int],
+    duration: float,
+) -> None:
+    ceiling = results["mint_rate_per_s"]
+    for label, (url, k, dispatches) in variants.items():
+        rows = results["variants"][label] = {}
+        for c in levels:
+            prefix = f"{label}-{c}-{uuid.uuid4().hex[:6]}"
+            print(f"{label} at concurrency {c} ...", file=sys.stderr)
+            row = run_wrk(url, c, duration, prefix, k)
             if dispatches:
-                results["retries"][label] = asyncio.run(retried_requests(livekit, url, k, agent))
+                row["dispatch_check"] = asyncio.run(count_dispatches(livekit, prefix, agent))
+            row["ratio_to_mint_ceiling"] = row["rps"] / ceiling["plain"]
+            rows[str(c)] = row
+        if dispatches:
+            results["retries"][label] = asyncio.run(retried_requests(livekit, url, k, agent))
 
+
+def print_table(results: dict[str, Any]) -> None:
+    ceiling = results["mint_rate_per_s"]
     print()
     print(
         f"(d) in-process AccessToken.to_jwt(): {ceiling['plain']:.0f}/s "
@@ -238,6 +221,33 @@ def main() -> int:
     print("\nretried requests (each room's request sent twice): rooms / one agent / two agents")
     for label, check in results["retries"].items():
         print(f"  {label:<16}{check['rooms']} / {check['exactly_one']} / {check['more_than_one']}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per measurement")
+    parser.add_argument("--concurrency", default="1,16,64")
+    parser.add_argument("--out", type=Path, default=RESULTS / "token_endpoint.json")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        print("bench: needs wrk (apt-get install wrk / brew install wrk)", file=sys.stderr)
+        return 2
+    levels = [int(c) for c in args.concurrency.split(",")]
+    print("(d) minting in-process ...", file=sys.stderr)
+    results: dict[str, Any] = {
+        "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "duration_s": args.duration,
+        "mint_rate_per_s": mint_rate(),
+        "variants": {},
+        "retries": {},
+    }
+    agent, key = "bench-agent", "bench-key"
+    with LocalStack() as stack:
+        livekit = stack.start_livekit()
+        variants = start_variants(stack, livekit, agent, key)
+        measure(results, variants, livekit, agent, levels, args.duration)
+    print_table(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(f"\nwrote {args.out}")
