@@ -14,7 +14,7 @@ install:
 lint: install
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
-	$(UV) run mypy kit_settings token_server sample_agent client_harness offline_speech local_stack
+	$(UV) run mypy kit_settings token_server sample_agent client_harness offline_speech local_stack tests bench
 
 test: install lint
 	$(UV) run pytest --cov --cov-report=term

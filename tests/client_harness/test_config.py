@@ -255,7 +255,7 @@ def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
 
 
 def test_validate_accepts_defaults_plus_required() -> None:
-    assert validate(HarnessConfig(**GOOD)) == []
+    assert validate(load_config(env={}, overrides=GOOD)) == []
 
 
 @pytest.mark.parametrize(
