@@ -12,11 +12,15 @@ token_server/dispatch_follow.py, dispatches such a room again).
   session's public `on_request` hook). livekit-agents 1.8.9 first screens each job request
   itself: it charges a job it accepted but has not started `load_threshold /
   num_idle_processes`, which is exactly one call when AGENT_IDLE_PROCESSES = AGENT_MAX_CALLS
-  (the default). `CallSlots` then decides with its own count of running and accepting jobs,
-  so a worker with more warm processes than calls still takes no more than AGENT_MAX_CALLS at
-  once. With fewer warm processes than calls the framework's screen is stricter than ours
-  (AGENT_MAX_CALLS / AGENT_IDLE_PROCESSES calls per accepted job while none runs): jobs beyond
-  the warm processes arriving together are refused, and the dispatch follower retries them.
+  (the default). That screen alone is not exact: it adds the load it refreshed (in a thread,
+  awaited) to the reservations counted after, so jobs arriving together can all pass it (a
+  default 3-call worker without `CallSlots` took 4 of 4 simultaneous dispatches in
+  tests/e2e/test_agent_capacity.py). `CallSlots` then decides with its own count of running and
+  accepting jobs, taken with no await before the answer, so a worker takes no more than
+  AGENT_MAX_CALLS at once. With fewer warm processes than calls the framework's screen is
+  stricter than ours (AGENT_MAX_CALLS / AGENT_IDLE_PROCESSES calls per accepted job while none
+  runs): jobs beyond the warm processes arriving together are refused, and the dispatch
+  follower retries them.
 - **The server hears of a change on the framework's own timer.** The framework refreshes the
   load every 0.5 s and sends its status every 2.5 s; it has no public way to send it sooner.
   So a slot freed by a call that ended is hidden from livekit-server for up to ~3 s: a job

@@ -295,3 +295,23 @@ async def test_text_only_pipeline_is_the_llm_alone() -> None:
     assert pipeline.stt is None and pipeline.tts is None
     assert isinstance(pipeline.llm, ScriptedLLM)
     await pipeline.llm.aclose()
+
+
+def test_a_local_env_file_fills_gaps_without_touching_os_environ(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import dotenv
+
+    from sample_agent.__main__ import _environment
+
+    from_file = {"LIVEKIT_URL": "ws://from-file:7880", "AGENT_NAME": "file-agent", "EMPTY": None}
+    monkeypatch.setattr(dotenv, "dotenv_values", lambda *a, **k: dict(from_file))
+    monkeypatch.setenv("AGENT_NAME", "env-agent")
+    monkeypatch.delenv("LIVEKIT_URL", raising=False)
+    monkeypatch.delenv("AGENT_LOAD_DOTENV", raising=False)
+    env = _environment()
+    assert env["LIVEKIT_URL"] == "ws://from-file:7880"  # a gap, filled from the file
+    assert env["AGENT_NAME"] == "env-agent"  # real environment variables win
+    assert "LIVEKIT_URL" not in os.environ and "EMPTY" not in env
+    monkeypatch.setenv("AGENT_LOAD_DOTENV", "off")
+    assert "LIVEKIT_URL" not in _environment()
