@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from livekit import api, rtc
 
-from client_harness.caller.call_room import CallRoom
+from client_harness.caller.call_room import CallRoom, kind_name
 from client_harness.caller.claims import ClaimsReport
 from client_harness.caller.token_fetch import TokenResult
 from client_harness.config import HarnessConfig
@@ -68,7 +68,11 @@ async def list_dispatches(
 
 
 async def diagnose_join_timeout(
-    config: HarnessConfig, token: TokenResult, claims: ClaimsReport, room_name: str
+    config: HarnessConfig,
+    token: TokenResult,
+    claims: ClaimsReport,
+    room_name: str,
+    non_agents: tuple[str, ...] = (),
 ) -> list[Cause]:
     listed: tuple[ListedDispatch, ...] | None = None
     list_error = None
@@ -90,6 +94,7 @@ async def diagnose_join_timeout(
         token_agents=tuple(str(a.get("agentName", "")) for a in claims.dispatched_agents),
         listed_dispatches=listed,
         list_error=list_error,
+        non_agents=non_agents,
     )
     return diagnose_agent_join(observation)
 
@@ -137,8 +142,20 @@ async def join_and_wait_for_agent(
     try:
         outcome.agent = await room.wait_for_agent(config.agent_join_timeout)
     except TimeoutError:
-        outcome.causes = await diagnose_join_timeout(config, token, claims, room_name)
+        non_agents = tuple(f"{p.identity} ({kind_name(p.kind)})" for p, _ in room.non_agents)
+        outcome.causes = await diagnose_join_timeout(config, token, claims, room_name, non_agents)
         outcome.step = STEP_AGENT_JOIN
         outcome.error = f"no agent joined room {room_name} within {config.agent_join_timeout:g} s"
         outcome.fix = outcome.causes[0].fix if outcome.causes else ""
     return outcome
+
+
+def non_agents_before_the_agent(room: CallRoom) -> list[str]:
+    """A warning per participant that is not an agent and joined before it: the platform's
+    on_first_participant_joined fires on the first one, and it would start talking then."""
+    return [
+        f"{p.identity} ({kind_name(p.kind)}, not an agent) joined "
+        f"{(room.agent_joined_at or at) - at:.1f} s before the agent: the platform takes the "
+        "first participant to join for the agent and would start the conversation then"
+        for p, at in room.non_agents
+    ]

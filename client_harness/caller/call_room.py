@@ -107,7 +107,9 @@ class CallRoom:
         self.connection_lost_at: float | None = None
         self.disconnect_reason: str | None = None
         self._closing = False
-        self.joined_first: list[rtc.RemoteParticipant] = []
+        # Participants that are not agents (kind standard, egress, SIP, ...), as they joined
+        # before the agent: the platform's on_first_participant_joined would fire on the first.
+        self.non_agents: list[tuple[rtc.RemoteParticipant, float]] = []
         self.text_segments: list[TextSegment] = []
         self.first_audio_at: float | None = None
         self.on_utterance_end: Callable[[Utterance], None] | None = None
@@ -146,7 +148,7 @@ class CallRoom:
         return self.room.local_participant.identity
 
     async def wait_for_agent(self, within: float) -> rtc.RemoteParticipant:
-        """The first remote participant; raises TimeoutError."""
+        """The first remote participant of kind AGENT; raises TimeoutError."""
         async with asyncio.timeout(within):
             await self._agent_seen.wait()
         assert self.agent is not None
@@ -262,7 +264,12 @@ class CallRoom:
         task.add_done_callback(self._tasks.discard)
 
     def _on_participant_connected(self, participant: rtc.RemoteParticipant) -> None:
-        if self.agent is None:
+        """The first participant of kind AGENT is the agent; others are noted, not taken for it
+        (an egress, a SIP leg or a person in the room is not the customer's agent)."""
+        if participant.kind != rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
+            if self.agent is None:
+                self.non_agents.append((participant, self.clock.now()))
+        elif self.agent is None:
             self.agent = participant
             self.agent_joined_at = self.clock.now()
             self._agent_seen.set()

@@ -116,6 +116,8 @@ class Conversation:
         await self._agent_reply(after=0.0, start_timeout=s.greeting_wait_seconds)
         for index, turn in enumerate(s.turns, 1):
             await asyncio.sleep(s.pause_before_reply_seconds)
+            if self.room.agent_left.is_set():
+                return  # nobody to say the rest to: the call ended at the agent's side
             record = await self._caller_turn(index, turn)
             self.result.turns.append(record)
             reply = await self._agent_reply(

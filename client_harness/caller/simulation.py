@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from livekit import rtc
 
-from client_harness.caller.agent_join import join_and_wait_for_agent
+from client_harness.caller.agent_join import join_and_wait_for_agent, non_agents_before_the_agent
 from client_harness.caller.call_room import AGENT_NAME_ATTR, CallRoom, Clock, kind_name
 from client_harness.caller.claims import check_claims
 from client_harness.caller.conversation import Conversation, Speech
@@ -158,11 +157,7 @@ async def _simulate(
         result.agent_identity = agent.identity
         result.agent_kind = kind_name(agent.kind)
         result.agent_name = agent.attributes.get(AGENT_NAME_ATTR)
-        if agent.kind != rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
-            result.warnings.append(
-                f"the first participant to join ({agent.identity}) is a {result.agent_kind} "
-                "participant, not an agent: the platform would talk to it anyway"
-            )
+        result.warnings.extend(non_agents_before_the_agent(room))
 
         # Steps 6–7: the conversation.
         await _converse(room, scenario, speech, result, options, clock)
@@ -218,14 +213,17 @@ async def _talk_until_the_call_ends(
             await asyncio.wait_for(asyncio.shield(talk), AGENT_LEFT_GRACE_SECONDS)
         if talk.done():
             done = {talk}
-    talk_ended_at = clock.now() if talk in done else None
+    # when the scenario was said to its end (not cut short by the agent leaving or an error)
+    said_all = talk in done and not talk.exception() and len(result.turns) == len(scenario.turns)
+    talk_ended_at = clock.now() if said_all else None
     for task in (talk, left, dropped):
         if not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
     # The caller's own connection going down wins over everything it makes look like the
-    # agent's doing (the agent "leaving", unanswered turns), unless the scenario was done first.
+    # agent's doing (the agent "leaving", unanswered turns, an error publishing), unless the
+    # scenario had been said to its end first.
     lost = room.caller_connection_lost()
     lost_at = room.connection_lost_at
     if lost is not None and (talk_ended_at is None or lost_at is None or lost_at <= talk_ended_at):
@@ -233,6 +231,8 @@ async def _talk_until_the_call_ends(
         result.caller_disconnect_reason = lost
     elif talk in done and (exc := talk.exception()) is not None:
         result.fail_with(STEP_CONVERSATION, conversation_error(exc))
+    elif room.agent_left.is_set() and len(result.turns) < len(scenario.turns):
+        result.end_reason = END_AGENT_LEFT  # the conversation stopped early because of it
     elif talk in done:
         result.end_reason = END_COMPLETED
     elif left in done:

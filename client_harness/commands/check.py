@@ -19,7 +19,11 @@ from urllib.parse import urlsplit
 import httpx
 from livekit import rtc
 
-from client_harness.caller.agent_join import JoinOutcome, join_and_wait_for_agent
+from client_harness.caller.agent_join import (
+    JoinOutcome,
+    join_and_wait_for_agent,
+    non_agents_before_the_agent,
+)
 from client_harness.caller.call_room import AGENT_NAME_ATTR, CallRoom, Clock, kind_name
 from client_harness.caller.claims import ClaimsReport, check_claims
 from client_harness.caller.conversation import Speech
@@ -215,15 +219,15 @@ class _Check:
         join_started = outcome.connected_at or 0.0
         waited = (room.agent_joined_at or join_started) - join_started
         name = agent.attributes.get(AGENT_NAME_ATTR)
-        kind = kind_name(agent.kind)
         expected = self.config.livekit_agent_name
         mismatch = expected and name and name != expected
+        before = non_agents_before_the_agent(room)
         self.record(
             STEPS[5],
-            WARN if kind != "agent" or mismatch else PASS,
-            f"{agent.identity} ({kind}{f', lk.agent.name={name!r}' if name else ''}) "
-            f"after {max(0.0, waited):.2f} s"
-            + (" — not an agent participant" if kind != "agent" else "")
+            WARN if before or mismatch else PASS,
+            f"{agent.identity} ({kind_name(agent.kind)}"
+            f"{f', lk.agent.name={name!r}' if name else ''}) after {max(0.0, waited):.2f} s"
+            + "".join(f" — {warning}" for warning in before)
             + (f" — expected agent name {expected!r}" if mismatch else ""),
         )
         return agent

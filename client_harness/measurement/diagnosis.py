@@ -47,6 +47,7 @@ AGENT_NEVER_JOINED = "agent_never_joined"
 TOKEN_DISPATCH_IGNORED = "token_dispatch_ignored"  # noqa: S105 - a cause key
 AGENT_NOT_RUNNING = "agent_not_running"
 DIAGNOSIS_INCOMPLETE = "diagnosis_incomplete"
+NON_AGENT_JOINED = "non_agent_joined"
 # Why a conversation that started failed (stable).
 AGENT_LEFT_EARLY = "agent_left_early"
 CALLER_CONNECTION_DROPPED = "caller_connection_dropped"
@@ -105,6 +106,8 @@ class JoinObservation:
     # From the LiveKit server API, when the harness was given credentials (None = not looked).
     listed_dispatches: tuple[ListedDispatch, ...] | None = None
     list_error: str | None = None
+    # Participants in the room that are not agents ("identity (kind)"): not taken for the agent.
+    non_agents: tuple[str, ...] = ()
 
 
 def _names(dispatches: list[ListedDispatch]) -> str:
@@ -169,6 +172,8 @@ def diagnose_agent_join(obs: JoinObservation) -> list[Cause]:
         causes.append(_what_became_of_the_jobs(obs, named))
     else:
         causes.extend(_without_a_named_dispatch(obs))
+    if obs.non_agents:
+        causes.append(_non_agent_joined(obs.non_agents))
     if obs.list_error:
         causes.append(
             Cause(
@@ -179,6 +184,17 @@ def diagnose_agent_join(obs: JoinObservation) -> list[Cause]:
             )
         )
     return causes
+
+
+def _non_agent_joined(non_agents: tuple[str, ...]) -> Cause:
+    return Cause(
+        NON_AGENT_JOINED,
+        "A participant that is not an agent joined instead",
+        f"in the room: {', '.join(non_agents)}; none of kind agent",
+        "the platform takes the first participant to join for your agent "
+        "(on_first_participant_joined): dispatch your agent, and keep other participants "
+        "(recorders, test clients) out of the room until it has joined",
+    )
 
 
 def _room_mismatch(obs: JoinObservation) -> Cause | None:

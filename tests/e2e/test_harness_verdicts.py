@@ -52,6 +52,7 @@ from client_harness.measurement.diagnosis import (
     AGENT_NEVER_SPOKE,
     CONVERSATION_ERROR,
     NO_DISPATCH,
+    NON_AGENT_JOINED,
 )
 from client_harness.measurement.metrics import (
     END_AGENT_LEFT,
@@ -406,7 +407,9 @@ async def test_a_participant_posing_as_the_agent_is_not_taken_for_it(
         result.error,
     )
     assert "within 3 s" in (result.error or "")
-    assert NO_DISPATCH in [c.key for c in result.causes], result.diagnosis
+    keys = [c.key for c in result.causes]
+    assert NO_DISPATCH in keys and NON_AGENT_JOINED in keys, result.diagnosis
+    assert Impostor.identity in result.causes[keys.index(NON_AGENT_JOINED)].evidence
 
 
 async def test_the_real_agent_is_the_one_talked_to_when_an_impostor_came_first(
@@ -440,7 +443,9 @@ async def test_the_real_agent_is_the_one_talked_to_when_an_impostor_came_first(
     assert result.agent_kind == "agent" and result.agent_name == VERDICT_AGENT
     assert result.ok, (result.failed_step, result.error, result.diagnosis)
     assert result.turns[0].answered and result.turns[0].agent_text
-    assert not any("not an agent" in w for w in result.warnings), result.warnings
+    # ...and says the platform, which takes the first participant to join, would not have
+    before = [w for w in result.warnings if "not an agent" in w]
+    assert len(before) == 1 and before[0].startswith(f"{Impostor.identity} (egress"), before
 
 
 # --- c. the maximum duration --------------------------------------------------------------------
