@@ -35,8 +35,8 @@ from typing import Any
 import httpx
 from process_usage import group_cpu_seconds
 
-from client_harness.caller.conversation import Speech
 from client_harness.caller.simulation import RunOptions, run_simulation
+from client_harness.caller.speech import Speech
 from client_harness.config import stack_config
 from client_harness.measurement.metrics import SimulationResult
 from client_harness.report import percentile

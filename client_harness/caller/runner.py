@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from client_harness.caller.conversation import Speech
 from client_harness.caller.simulation import RunOptions, run_simulation
+from client_harness.caller.speech import Speech
 from client_harness.config import HarnessConfig
 from client_harness.measurement.metrics import STEP_CONVERSATION, SimulationResult
 from client_harness.scenario import Scenario

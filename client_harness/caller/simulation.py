@@ -22,7 +22,8 @@ import httpx
 from client_harness.caller.agent_join import join_and_wait_for_agent, non_agents_before_the_agent
 from client_harness.caller.call_room import AGENT_NAME_ATTR, CallRoom, Clock, kind_name
 from client_harness.caller.claims import check_claims
-from client_harness.caller.conversation import Conversation, Speech
+from client_harness.caller.conversation import Conversation
+from client_harness.caller.speech import Speech
 from client_harness.caller.token_answer import TokenEndpointError
 from client_harness.caller.token_fetch import (
     TokenResult,

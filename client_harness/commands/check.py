@@ -26,7 +26,7 @@ from client_harness.caller.agent_join import (
 )
 from client_harness.caller.call_room import AGENT_NAME_ATTR, CallRoom, Clock, kind_name
 from client_harness.caller.claims import ClaimsReport, check_claims
-from client_harness.caller.conversation import Speech
+from client_harness.caller.speech import Speech
 from client_harness.caller.token_answer import KIND_SERVER_URL, TokenEndpointError
 from client_harness.caller.token_fetch import (
     TokenResult,

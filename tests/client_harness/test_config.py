@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from client_harness.config import ConfigError, HarnessConfig, load_config, validate
+from client_harness.config import ConfigError, load_config, validate
 from kit_settings import SettingsError
 from kit_settings.env import FALSE_WORDS, TRUE_WORDS
 

@@ -42,9 +42,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from client_harness.caller.conversation import Speech
 from client_harness.caller.runner import run_many
 from client_harness.caller.simulation import RunOptions
+from client_harness.caller.speech import Speech
 from client_harness.commands.check import FAIL, PASS, SKIP, STEPS, CheckOptions, run_check
 from client_harness.config import HarnessConfig, stack_config
 from client_harness.measurement.diagnosis import (
