@@ -54,10 +54,16 @@ def test_ctrl_c_stops_the_whole_stack(tmp_path: Path) -> None:
         stderr=subprocess.STDOUT,
         text=True,
     )
-    assert proc.stdout is not None
+    with proc:  # closes the pipe and reaps the process, whatever happens
+        assert proc.stdout is not None
+        _demo_stops_on_ctrl_c(proc, proc.stdout)
+
+
+def _demo_stops_on_ctrl_c(proc: subprocess.Popen[str], stdout: IO[str]) -> None:
     # a reader thread, so waiting for the line is bounded even if the demo prints nothing
     received: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=_pump, args=(proc.stdout, received), daemon=True).start()
+    reader = threading.Thread(target=_pump, args=(stdout, received), daemon=True)
+    reader.start()
     lines: list[str] = []
     deadline = time.monotonic() + 180
     try:
@@ -77,7 +83,7 @@ def test_ctrl_c_stops_the_whole_stack(tmp_path: Path) -> None:
 
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=60)
-    time.sleep(0.5)  # the reader thread's last lines
+    reader.join(timeout=10)  # it ends at the pipe's end: every line is in
     rest = "".join(received.queue)
     assert proc.returncode == 0, rest
     assert "stopped every process it started" in rest
