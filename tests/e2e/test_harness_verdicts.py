@@ -302,6 +302,22 @@ async def simulate(
     return run.results[0]
 
 
+async def simulate_with(
+    participant: LeavingAgent | Impostor,
+    upstream: TokenServer,
+    livekit: LiveKitServer,
+    scenario: Scenario,
+    **fields: object,
+) -> SimulationResult:
+    """A simulation whose token endpoint first puts `participant` into the requested room, then
+    answers as `upstream` does; `participant` leaves when it is over."""
+    try:
+        async with local_endpoint(forwarding(upstream, participant.join)) as endpoint:
+            return await simulate(stack_config(endpoint, livekit, **fields), scenario)
+    finally:
+        await participant.close()
+
+
 async def participants_of(livekit: LiveKitServer, room: str) -> list[api.ParticipantInfo]:
     async with api.LiveKitAPI(livekit.http_url, livekit.api_key, livekit.api_secret) as lkapi:
         try:
@@ -345,12 +361,9 @@ async def test_agent_leaving_after_two_answers_is_agent_left(
         pause_before_reply_seconds=1.5,
         max_duration_seconds=60,
     )
-    try:
-        async with local_endpoint(forwarding(silent_server, agent.join)) as endpoint:
-            config = stack_config(endpoint, livekit_server, agent_join_timeout=10)
-            result = await simulate(config, scenario)
-    finally:
-        await agent.close()
+    result = await simulate_with(
+        agent, silent_server, livekit_server, scenario, agent_join_timeout=10
+    )
 
     # The fault happened as scripted: two answers, then the agent left.
     assert agent.left.is_set() and len(agent.heard) == 2, agent.heard
@@ -386,15 +399,11 @@ async def test_a_participant_posing_as_the_agent_is_not_taken_for_it(
         response_timeout_seconds=2,
         max_duration_seconds=30,
     )
-    try:
-        async with local_endpoint(forwarding(silent_server, impostor.join)) as endpoint:
-            config = stack_config(endpoint, livekit_server, agent_join_timeout=3)
-            result = await simulate(config, scenario)
-            # the impostor really was in the room when the caller came
-            async with asyncio.timeout(5):
-                await impostor.saw_caller.wait()
-    finally:
-        await impostor.close()
+    result = await simulate_with(
+        impostor, silent_server, livekit_server, scenario, agent_join_timeout=3
+    )
+    # the impostor really was in the room when the caller came (the caller waited 3 s there)
+    assert impostor.saw_caller.is_set()
 
     assert result.agent_identity != Impostor.identity, (
         "the harness took a plain participant for the agent",
@@ -425,14 +434,14 @@ async def test_the_real_agent_is_the_one_talked_to_when_an_impostor_came_first(
         response_timeout_seconds=10,
         max_duration_seconds=60,
     )
-    try:
-        async with local_endpoint(forwarding(dispatching_server, impostor.join)) as endpoint:
-            config = stack_config(
-                endpoint, livekit_server, livekit_agent_name=VERDICT_AGENT, agent_join_timeout=30
-            )
-            result = await simulate(config, scenario)
-    finally:
-        await impostor.close()
+    result = await simulate_with(
+        impostor,
+        dispatching_server,
+        livekit_server,
+        scenario,
+        livekit_agent_name=VERDICT_AGENT,
+        agent_join_timeout=30,
+    )
 
     assert result.agent_identity != Impostor.identity, (
         "the harness took a plain participant for the agent",
