@@ -11,9 +11,10 @@ from local_stack.livekit_binary import (
     REPO_ROOT,
     cached_livekit_server_path,
     find_livekit_server,
+    find_redis_server,
 )
 from local_stack.processes import ChildProcess, free_port
-from local_stack.stack import AgentWorker, LiveKitServer, LocalStack, TokenServer
+from local_stack.stack import AgentWorker, LiveKitServer, LocalStack, RedisServer, TokenServer
 
 __all__ = [
     "LIVEKIT_SERVER_VERSION",
@@ -22,9 +23,11 @@ __all__ = [
     "ChildProcess",
     "LiveKitServer",
     "LocalStack",
+    "RedisServer",
     "StackError",
     "TokenServer",
     "cached_livekit_server_path",
     "find_livekit_server",
+    "find_redis_server",
     "free_port",
 ]

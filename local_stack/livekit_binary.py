@@ -1,4 +1,4 @@
-"""Which livekit-server binary the local stack runs: the version the kit is tested with."""
+"""Which livekit-server (the version the kit is tested with) and redis-server the stack runs."""
 
 from __future__ import annotations
 
@@ -36,4 +36,21 @@ def find_livekit_server() -> Path:
     raise StackError(
         f"livekit-server {LIVEKIT_SERVER_VERSION} not found: run `bash {INSTALL_SCRIPT}` "
         "(builds it with Go), or set LIVEKIT_SERVER_BIN to an existing binary"
+    )
+
+
+def find_redis_server() -> Path:
+    """$REDIS_SERVER_BIN, else `redis-server` on PATH (scripts/bootstrap.sh installs Debian's)."""
+    explicit = os.environ.get("REDIS_SERVER_BIN")
+    if explicit:
+        path = Path(explicit)
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            raise StackError(f"REDIS_SERVER_BIN={explicit} is not an executable file")
+        return path
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return Path(on_path)
+    raise StackError(
+        "redis-server not found: run `bash scripts/bootstrap.sh` (installs Debian's "
+        "redis-server with apt), `brew install redis`, or set REDIS_SERVER_BIN"
     )

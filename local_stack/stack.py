@@ -22,10 +22,19 @@ from pathlib import Path
 from typing import TypeVar
 
 from local_stack.errors import StackError
-from local_stack.livekit_binary import find_livekit_server
+from local_stack.livekit_binary import find_livekit_server, find_redis_server
 from local_stack.processes import ChildProcess, free_port
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RedisServer:
+    """A running redis-server: what livekit-server nodes share, and the token server's locks."""
+
+    url: str  # redis://127.0.0.1:PORT
+    address: str  # 127.0.0.1:PORT, as livekit-server's `redis.address` takes it
+    process: ChildProcess = field(repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -70,7 +79,7 @@ class AgentWorker:
 # change the stack a test or a benchmark runs.
 _KIT_PREFIXES = ("AGENT_", "DISPATCH_", "TOKEN_", "HARNESS_")
 _KIT_NAMES = frozenset(
-    {"LIVEKIT_URL", "LIVEKIT_PUBLIC_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET"}
+    {"LIVEKIT_URL", "LIVEKIT_PUBLIC_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET", "REDIS_URL"}
     | {"ALLOWED_AGENT_NAMES", "LIVEKIT_CONFIG", "LIVEKIT_KEYS"}
 )
 
@@ -137,15 +146,36 @@ class LocalStack:
                     self._children.pop().stop()
         raise AssertionError("unreachable")
 
+    def start_redis(self, timeout: float = 30.0) -> RedisServer:
+        """redis-server on a free loopback port, in memory only (no dump, no append-only file)."""
+        return self._retrying_port_clashes(functools.partial(self._start_redis, timeout))
+
+    def _start_redis(self, timeout: float) -> RedisServer:
+        binary = find_redis_server()
+        port = free_port()
+        argv = [str(binary), "--port", str(port), "--bind", "127.0.0.1"]
+        argv += ["--save", "", "--appendonly", "no", "--protected-mode", "yes"]
+        child = self.spawn(f"redis-server-{port}", argv, _base_env(self._inherit))
+        child.wait_log(r"Ready to accept connections", timeout)
+        return RedisServer(f"redis://127.0.0.1:{port}", f"127.0.0.1:{port}", child)
+
     def start_livekit(
-        self, *, api_key: str = "devkey", api_secret: str | None = None, timeout: float = 30.0
+        self,
+        *,
+        api_key: str = "devkey",
+        api_secret: str | None = None,
+        redis: RedisServer | None = None,
+        timeout: float = 30.0,
     ) -> LiveKitServer:
-        """livekit-server --dev on loopback with its own key pair and free ports."""
+        """livekit-server --dev on loopback with its own key pair and free ports; with `redis`,
+        a node of the cluster that shares it (give every node the same key pair)."""
         return self._retrying_port_clashes(
-            functools.partial(self._start_livekit, api_key, api_secret, timeout)
+            functools.partial(self._start_livekit, api_key, api_secret, redis, timeout)
         )
 
-    def _start_livekit(self, api_key: str, api_secret: str | None, timeout: float) -> LiveKitServer:
+    def _start_livekit(
+        self, api_key: str, api_secret: str | None, redis: RedisServer | None, timeout: float
+    ) -> LiveKitServer:
         binary = find_livekit_server()
         api_secret = api_secret or secrets.token_urlsafe(32)
         port, rtc_tcp = free_port(), free_port()
@@ -158,6 +188,8 @@ class LocalStack:
             f"keys:\n  {api_key}: {api_secret}\n"
             f"logging:\n  level: info\n"
         )
+        if redis is not None:
+            config += f"redis:\n  address: {redis.address}\n"
         argv = [str(binary), "--dev", "--bind", "127.0.0.1", "--node-ip", "127.0.0.1"]
         env = _base_env(self._inherit)
         env["LIVEKIT_CONFIG"] = config
