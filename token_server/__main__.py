@@ -11,7 +11,14 @@ import uvicorn
 from dotenv import load_dotenv
 
 from token_server.app import configure_logging
-from token_server.config import ConfigError, load_settings
+from token_server.config import ConfigError, DispatchMode, Settings, load_settings
+
+
+def _lock_name(settings: Settings) -> str:
+    """Where each room's dispatch lock lives, for the start-up line (no password in it)."""
+    if settings.dispatch_mode is not DispatchMode.API:
+        return "none (this endpoint does not dispatch)"
+    return settings.redis_url_for_logs or "in-process"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level)
     log = logging.getLogger("token_server")
     log.info(
-        "serving POST http://%s:%d%s  livekit=%s public=%s dispatch=%s agent=%r auth=%s workers=%d",
+        "serving POST http://%s:%d%s  livekit=%s public=%s dispatch=%s agent=%r auth=%s workers=%d "
+        "dispatch_lock=%s",
         settings.host,
         settings.port,
         settings.path,
@@ -57,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         settings.agent_name,
         f"{len(settings.api_keys)} key(s)" if settings.auth_required else "OFF (local/dev run)",
         settings.workers,
+        _lock_name(settings),
     )
     uvicorn.run(
         "token_server.app:app_from_env",

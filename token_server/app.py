@@ -26,6 +26,7 @@ from token_server.dispatch import Dispatcher, dispatch_metadata
 from token_server.dispatch_follow import DispatchFollower
 from token_server.errors import ApiError
 from token_server.request_log import RequestLogMiddleware
+from token_server.room_lock import InProcessRoomLock, RoomLock, lock_wait_seconds, room_lock_for
 from token_server.token_request import MAX_BODY_BYTES, TokenRequest, parse_body, parse_token_request
 from token_server.tokens import mint_token, participant_identity
 
@@ -223,9 +224,15 @@ async def healthz(_: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """Ready when LiveKit's API answers an authenticated call with these credentials."""
+    """Ready when LiveKit's API answers an authenticated call with these credentials, and, with
+    REDIS_URL, when Redis answers too (without it every dispatching request gets a 503)."""
     settings: Settings = request.app.state.settings
     lkapi: api.LiveKitAPI = request.app.state.lkapi
+    room_lock: RoomLock = request.app.state.room_lock
+    lock_problem = await room_lock.problem()
+    if lock_problem is not None:
+        request.scope["state"]["log"]["outcome"] = "redis_unavailable"
+        return JSONResponse({"error": "redis_unavailable", "detail": lock_problem}, status_code=503)
     try:
         async with asyncio.timeout(settings.dispatch_timeout_seconds):
             await lkapi.room.list_rooms(api.ListRoomsRequest(names=["readyz-probe"]))
@@ -277,7 +284,15 @@ def create_app(settings: Settings) -> Starlette:
             timeout=aiohttp.ClientTimeout(total=settings.dispatch_timeout_seconds),
         )
         app.state.lkapi = lkapi
-        app.state.dispatcher = dispatcher = Dispatcher(settings, lkapi)
+        # the lock around each room's check-and-create: Redis-backed when REDIS_URL is set
+        # (api mode: the only one where this endpoint dispatches), else in this process
+        room_lock: RoomLock = (
+            room_lock_for(settings)
+            if settings.dispatch_mode is DispatchMode.API
+            else InProcessRoomLock(lock_wait_seconds(settings))
+        )
+        app.state.room_lock = room_lock
+        app.state.dispatcher = dispatcher = Dispatcher(settings, lkapi, room_lock)
         app.state.follower = None
         if settings.dispatch_mode is DispatchMode.API and settings.dispatch_retry:
             app.state.follower = DispatchFollower(settings, lkapi, dispatcher)
@@ -287,6 +302,7 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             if app.state.follower is not None:
                 await app.state.follower.close()
+            await room_lock.close()
             await lkapi.aclose()
 
     app = Starlette(

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
+from redis.asyncio.connection import parse_url as parse_redis_url
+
 from kit_settings import EnvReader, SettingsError
 
 
@@ -53,6 +55,13 @@ class Settings:
     port: int = 8888
     workers: int = 1
     log_level: str = "info"
+    # Shared by every replica: the per-room dispatch lock (empty: the lock is in-process only).
+    redis_url: str = field(default="", repr=False)  # may carry a password: never log it as is
+
+    @property
+    def redis_url_for_logs(self) -> str:
+        """REDIS_URL with its password (if any) replaced by `***`, for logs and answers."""
+        return redact_url(self.redis_url)
 
     @property
     def auth_required(self) -> bool:
@@ -62,7 +71,8 @@ class Settings:
         return name == self.agent_name or name in self.allowed_agent_names
 
 
-SERVER_URL_SCHEMES = ("ws", "wss", "http", "https")  # livekit-api takes either for its API
+SERVER_URL_SCHEMES = ("ws", "wss", "http", "https")
+REDIS_URL_SCHEMES = ("redis", "rediss")  # livekit-api takes either for its API
 PUBLIC_URL_SCHEMES = ("ws", "wss")  # what a caller's LiveKit client connects to
 HEALTH_PATHS = ("/healthz", "/readyz")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -82,6 +92,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         **_dispatch_follow(reader, mode),
         **_endpoint(reader),
         **_server(reader),
+        **_coordination(reader),
     )
     reader.check()
     return settings
@@ -90,6 +101,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 def _is_url(text: str, schemes: tuple[str, ...]) -> bool:
     parsed = urlparse(text)
     return parsed.scheme in schemes and bool(parsed.netloc)
+
+
+def redact_url(url: str) -> str:
+    """`url` with the password of its user info (if any) replaced by `***`."""
+    parsed = urlparse(url)
+    if parsed.password is None:
+        return url
+    user = parsed.username or ""
+    host = parsed.netloc.rpartition("@")[2]
+    return parsed._replace(netloc=f"{user}:***@{host}").geturl()
 
 
 def _livekit(env: EnvReader) -> dict[str, Any]:
@@ -199,3 +220,35 @@ def _server(env: EnvReader) -> dict[str, Any]:
         "workers": env.number("TOKEN_SERVER_WORKERS", 1, 1, 64),
         "log_level": env.choice("TOKEN_SERVER_LOG_LEVEL", "info", LOG_LEVELS),
     }
+
+
+def _coordination(env: EnvReader) -> dict[str, Any]:
+    """The Redis that several replicas share to dispatch each room once (optional)."""
+    url = env.text("REDIS_URL")
+    if url:
+        problem = _redis_url_problem(url)
+        if problem:
+            env.problem(f"REDIS_URL={redact_url(url)!r} {problem}")
+    return {"redis_url": url}
+
+
+def _redis_url_problem(url: str) -> str:
+    """What is wrong with a REDIS_URL, or "" (checked here so a typo stops the start, not the
+    first token request)."""
+    parsed = urlparse(url)
+    if parsed.scheme not in REDIS_URL_SCHEMES or not parsed.netloc:
+        return "must be a redis:// or rediss:// URL, e.g. redis://redis:6379/0"
+    try:
+        port = parsed.port
+    except ValueError:
+        return "has an invalid port"
+    if not parsed.hostname or port == 0:
+        return "has no host (or port 0)"
+    db = parsed.path.strip("/")
+    if db and not db.isdigit():
+        return f"path {parsed.path!r} must be a database number, e.g. /0"
+    try:
+        parse_redis_url(url)  # the client's own reading: its query options (?ssl_cert_reqs=...)
+    except ValueError as exc:
+        return str(exc)
+    return ""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,7 @@ from livekit.api.twirp_client import ServerError
 
 from token_server.config import Settings
 from token_server.errors import ApiError
+from token_server.room_lock import RoomLock
 from token_server.token_request import TokenRequest
 
 
@@ -43,27 +44,6 @@ def dispatch_metadata(settings: Settings, request: TokenRequest, identity: str) 
 class DispatchResult:
     dispatch_id: str
     created: bool  # False when the room already had this agent dispatched (a retried request)
-
-
-class _RoomLocks:
-    """One asyncio.Lock per room while in use, so concurrent retries in this process serialise."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-
-    @contextlib.asynccontextmanager
-    async def hold(self, room: str) -> AsyncIterator[None]:
-        lock, users = self._locks.get(room, (asyncio.Lock(), 0))
-        self._locks[room] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[room]
-            if users == 1:
-                del self._locks[room]
-            else:
-                self._locks[room] = (lock, users - 1)
 
 
 @contextlib.contextmanager
@@ -103,22 +83,23 @@ class Dispatcher:
     stalling ~3 s on an unknown room; ListRooms, which scans every room, is never used.
     """
 
-    def __init__(self, settings: Settings, lkapi: api.LiveKitAPI) -> None:
+    def __init__(self, settings: Settings, lkapi: api.LiveKitAPI, room_lock: RoomLock) -> None:
         self._settings = settings
         self._api = lkapi
-        self._locks = _RoomLocks()
+        self._lock = room_lock
         self.followed: FollowedLookup = lambda room, agent_name: None
 
     async def ensure_dispatched(self, room: str, agent_name: str, metadata: str) -> DispatchResult:
         """Dispatch `agent_name` to `room` unless a dispatch of it is already there.
 
-        The check and the create run under a per-room lock, so retries racing inside one process
-        cannot create two agents. Across several worker processes a retry arriving within the same
-        few milliseconds could still race; the platform retries sequentially, which this covers.
+        The check and the create run under the room's lock (`room_lock`): in this process only,
+        or, with REDIS_URL, across every process and replica sharing that Redis — so requests for
+        one room arriving at the same instant, wherever they land, create one dispatch. A lock
+        that cannot be taken answers 503 before anything is asked of LiveKit.
         """
-        with livekit_errors(self._settings, "agent dispatch"):
-            async with asyncio.timeout(self._settings.dispatch_timeout_seconds):
-                async with self._locks.hold(room):
+        async with self._lock.hold(room):
+            with livekit_errors(self._settings, "agent dispatch"):
+                async with asyncio.timeout(self._settings.dispatch_timeout_seconds):
                     followed = self.followed(room, agent_name)
                     if followed is not None:
                         return DispatchResult(followed, created=False)

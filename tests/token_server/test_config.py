@@ -9,7 +9,7 @@ import pytest
 
 from kit_settings import SettingsError
 from kit_settings.env import FALSE_WORDS, TRUE_WORDS
-from token_server.config import ConfigError, DispatchMode, load_settings
+from token_server.config import ConfigError, DispatchMode, load_settings, redact_url
 
 GOOD = {
     "LIVEKIT_URL": "ws://127.0.0.1:7880",
@@ -183,3 +183,69 @@ def test_flags_take_the_same_words_as_every_part_of_the_kit(word: str, value: bo
         }
     )
     assert (s.dispatch_retry, s.dispatch_strict, s.allow_no_auth) == (value, value, value)
+
+
+# --- REDIS_URL: the lock several replicas share (issue 11) -------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1:6379",
+        "redis://redis:6379/0",
+        "rediss://:pw@redis.example.com:6380/2",
+        "redis://user:pw@redis/",
+        "redis://redis?health_check_interval=5",
+    ],
+)
+def test_redis_url_accepted(url: str) -> None:
+    assert load_settings({**GOOD, "REDIS_URL": url}).redis_url == url
+
+
+def test_no_redis_url_means_the_in_process_lock() -> None:
+    s = load_settings(GOOD)
+    assert s.redis_url == "" and s.redis_url_for_logs == ""
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://redis:6379", "must be a redis:// or rediss:// URL"),
+        ("unix:///run/redis.sock", "must be a redis:// or rediss:// URL"),
+        ("redis:6379", "must be a redis:// or rediss:// URL"),
+        ("redis://redis:port/0", "has an invalid port"),
+        ("redis://redis:99999", "has an invalid port"),
+        ("redis://:pw@:6379", "has no host"),
+        ("redis://redis:6379/cache", "must be a database number"),
+        ("redis://redis:6379/0?socket_timeout=soon", "Invalid value for 'socket_timeout'"),
+    ],
+)
+def test_a_bad_redis_url_is_a_problem_naming_it(url: str, why: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings({**GOOD, "REDIS_URL": url})
+    [problem] = err.value.problems
+    assert problem.startswith("REDIS_URL=") and why in problem
+
+
+def test_the_redis_password_is_never_shown() -> None:
+    password = "hunter2-very-secret"
+    s = load_settings({**GOOD, "REDIS_URL": f"redis://default:{password}@redis:6379/0"})
+    assert password not in repr(s)
+    assert s.redis_url_for_logs == "redis://default:***@redis:6379/0"
+    with pytest.raises(ConfigError) as err:  # nor in a problem about the URL
+        load_settings({**GOOD, "REDIS_URL": f"redis://:{password}@redis:6379/cache"})
+    assert password not in str(err.value)
+    assert "redis://:***@redis:6379/cache" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://redis:6379/0", "redis://redis:6379/0"),
+        ("redis://user@redis:6379", "redis://user@redis:6379"),
+        ("rediss://:p%40ss@h:1/0", "rediss://:***@h:1/0"),
+        ("redis://u:p@h", "redis://u:***@h"),
+    ],
+)
+def test_redact_url(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
