@@ -120,10 +120,13 @@ async def issue_token(request: Request) -> Response:
         dispatch_id = result.dispatch_id
         log["dispatch_id"] = dispatch_id
         log["dispatch"] = "created" if result.created else "existing"
+        withdraw = functools.partial(_withdraw, dispatcher, follower, room, agent_name, dispatch_id)
         if result.created:
-            undo = functools.partial(_withdraw, dispatcher, follower, room, agent_name, dispatch_id)
+            undo = withdraw
             if follower is not None:
                 follower.follow(room, agent_name, metadata, dispatch_id)
+        elif follower is not None and follower.hold(room, agent_name):
+            undo = withdraw  # a retry: it holds the dispatch with the request that made it
         # strict mode waits on the room this process follows (a retry of another's is answered)
         if (
             settings.dispatch_strict

@@ -142,6 +142,9 @@ class _Followed:
     problem_blocker: Blocker = Blocker.NOT_TAKEN
     job_error: str = ""
     created: int = 1  # dispatches made for this room so far
+    # Requests answered (or still being answered) with this room's dispatch: the one that created
+    # it and each retry handed it. A withdrawal by one must not take the agent from the others.
+    holders: int = 1
     fate: asyncio.Future[Fate] = field(default_factory=lambda: _loop().create_future())
 
     @property
@@ -270,11 +273,33 @@ class DispatchFollower:
             return 0, Blocker.NOT_TAKEN, ""
         return followed.created, followed.blocker, followed.observed
 
-    async def withdraw(self, room: str, agent_name: str, reason: str) -> None:
-        """Stop following and delete the dispatches: nobody will use this room's token."""
+    def hold(self, room: str, agent_name: str) -> bool:
+        """A retried request is being answered with this room's dispatch; False if the room is
+        not followed here (then nothing of it is this process's to withdraw)."""
         followed = self._followed.get((room, agent_name))
-        if followed is not None:
-            await self._finish(followed, FateKind.CANCELLED, reason, delete=True)
+        if followed is None:
+            return False
+        followed.holders += 1
+        return True
+
+    async def withdraw(self, room: str, agent_name: str, reason: str) -> None:
+        """One request's token will not be used: when no other request holds one for the room,
+        stop following and delete the dispatches."""
+        followed = self._followed.get((room, agent_name))
+        if followed is None:
+            return
+        followed.holders -= 1
+        if followed.holders > 0:
+            logger.info(
+                _line(
+                    "dispatch_kept",
+                    room=room,
+                    agent_name=agent_name,
+                    reason=f"{reason}; {followed.holders} other request(s) hold its token",
+                )
+            )
+            return
+        await self._finish(followed, FateKind.CANCELLED, reason, delete=True)
 
     async def close(self) -> None:
         """Stop following: each dispatch still open gets a `shutdown` fate line."""

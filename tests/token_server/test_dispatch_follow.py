@@ -1,8 +1,17 @@
-"""Which dispatch a followed room keeps once its agent came, and which go (pure logic)."""
+"""Which dispatch a followed room keeps once its agent came, which go, and when a withdrawal
+deletes (pure logic; LiveKit's API stood in for by a recorder)."""
 
 from __future__ import annotations
 
-from token_server.dispatch_follow import SETTLED_SECONDS, RoomView, keep_and_surplus
+from typing import Any, cast
+
+from token_server.config import Settings
+from token_server.dispatch_follow import (
+    SETTLED_SECONDS,
+    DispatchFollower,
+    RoomView,
+    keep_and_surplus,
+)
 
 
 def view(taken: dict[str, str] | None = None, agents: dict[str, int] | None = None) -> RoomView:
@@ -44,3 +53,36 @@ def test_an_agent_in_the_room_before_its_job_is_listed() -> None:
         attempts, view(agents={"agent-x": 1}), now=1.0 + SETTLED_SECONDS
     )
     assert (keep, sorted(surplus), settled) == (None, ["A", "B"], True)
+
+
+class RecordingDispatcher:
+    """Stands in for the LiveKit dispatch API: records which dispatches were deleted."""
+
+    followed: object = None
+
+    def __init__(self) -> None:
+        self.deleted: list[tuple[str, str]] = []
+
+    async def delete(self, room: str, dispatch_id: str) -> None:
+        self.deleted.append((room, dispatch_id))
+
+
+async def test_a_retry_handed_the_dispatch_keeps_it_when_the_first_request_withdraws() -> None:
+    """The platform gave up on a slow answer and retried; the retry got the same dispatch and
+    its token reached the caller. The first answer's failed delivery must not take the agent
+    away: the dispatch goes only when every request holding it has withdrawn."""
+    dispatcher = RecordingDispatcher()
+    settings = Settings(
+        livekit_url="ws://x", livekit_public_url="ws://x", api_key="k", api_secret="s"
+    )
+    follower = DispatchFollower(settings, cast(Any, None), cast(Any, dispatcher))
+    assert follower.follow("room", "agent", "{}", "AD_1")
+    assert follower.hold("room", "agent")  # the retry
+    assert not follower.hold("other-room", "agent")  # not followed here: nothing to hold
+
+    await follower.withdraw("room", "agent", "the caller hung up before the answer")
+    assert dispatcher.deleted == [] and follower.dispatch_id("room", "agent") == "AD_1"
+
+    await follower.withdraw("room", "agent", "the retry's caller hung up too")
+    assert dispatcher.deleted == [("room", "AD_1")]
+    assert follower.dispatch_id("room", "agent") is None
