@@ -61,6 +61,8 @@ class TokenServer:
     base_url: str
     endpoint: str  # full URL of the token route
     api_key: str | None
+    livekit_url: str  # LIVEKIT_URL: the server it dispatches through
+    public_url: str  # the `serverUrl` callers get (LIVEKIT_PUBLIC_URL, else LIVEKIT_URL)
     process: ChildProcess = field(repr=False, compare=False)
 
 
@@ -70,7 +72,36 @@ class AgentWorker:
 
     agent_name: str
     health_url: str  # the worker's own HTTP health endpoint
+    livekit_url: str  # the server it registered with
     process: ChildProcess = field(repr=False, compare=False)
+
+
+ClusterPart = RedisServer | LiveKitServer | TokenServer | AgentWorker
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """LiveKit's own way to scale out, on loopback: N livekit-server nodes sharing one
+    redis-server (one key pair), M agent workers (worker i registered with node i % N) and K
+    token-server replicas (replica j dispatches through node j % N and hands callers that node
+    as `serverUrl`)."""
+
+    redis: RedisServer | None  # None: one node and one replica, nothing to share
+    nodes: tuple[LiveKitServer, ...]
+    token_servers: tuple[TokenServer, ...]
+    workers: tuple[AgentWorker, ...]
+    agent_name: str
+
+    def node_for(self, part: TokenServer | AgentWorker) -> LiveKitServer:
+        """The node a replica dispatches through, or a worker registered with."""
+        return next(n for n in self.nodes if n.url == part.livekit_url)
+
+    def processes(self) -> list[ChildProcess]:
+        """Every process of the cluster, in start order."""
+        parts: list[ClusterPart] = []
+        parts += [self.redis] if self.redis else []
+        parts += [*self.nodes, *self.token_servers, *self.workers]
+        return [part.process for part in parts]
 
 
 # The kit's own settings (see .env.example): unless told to inherit them (the demo, which runs the
@@ -257,6 +288,8 @@ class LocalStack:
             base_url=base,
             endpoint=base + path,
             api_key=keys[0].strip() if keys else None,
+            livekit_url=child_env["LIVEKIT_URL"],
+            public_url=child_env.get("LIVEKIT_PUBLIC_URL") or child_env["LIVEKIT_URL"],
             process=child,
         )
 
@@ -300,5 +333,81 @@ class LocalStack:
         )
         child.wait_log(r"registered worker", timeout)
         return AgentWorker(
-            agent_name=agent_name, health_url=f"http://127.0.0.1:{port}/", process=child
+            agent_name=agent_name,
+            health_url=f"http://127.0.0.1:{port}/",
+            livekit_url=child_env["LIVEKIT_URL"],
+            process=child,
+        )
+
+    def start_cluster(
+        self,
+        agent_name: str,
+        *,
+        nodes: int = 1,
+        workers: int = 1,
+        replicas: int = 1,
+        redis: bool | None = None,
+        api_key: str = "devkey",
+        api_secret: str | None = None,
+        agent_env: Mapping[str, str] | None = None,
+        token_env: Mapping[str, str] | None = None,
+        agent_timeout: float = 120.0,
+        started: Callable[[ClusterPart], None] | None = None,
+    ) -> Cluster:
+        """Start a `Cluster`: redis-server (when `redis`, by default when there are several nodes
+        or replicas), the nodes, the token-server replicas (each given REDIS_URL, AGENT_NAME and
+        `token_env`), then the agent workers (`agent_env`). `started` hears of each part as it
+        comes up. If any part fails to start, every part already started is stopped before the
+        error is raised: a failed start leaves nothing behind.
+
+        Replica j dispatches through node j % N and its callers get that node as `serverUrl`
+        (LIVEKIT_PUBLIC_URL): with no load balancer in front of the nodes, this spreads both the
+        API calls and the callers' signalling over the nodes, and any node relays either to the
+        node that hosts the room. Pass LIVEKIT_PUBLIC_URL in `token_env` to hand out another URL.
+        """
+        if nodes < 1 or workers < 0 or replicas < 0:
+            raise ValueError(
+                f"nodes >= 1, workers >= 0, replicas >= 0: {nodes}/{workers}/{replicas}"
+            )
+        use_redis = redis if redis is not None else (nodes > 1 or replicas > 1)
+        if nodes > 1 and not use_redis:
+            raise ValueError("several livekit-server nodes need a shared redis-server")
+        api_secret = api_secret or secrets.token_urlsafe(32)
+        announce = started or (lambda _part: None)
+        before = len(self._children)
+        try:
+            shared = self.start_redis() if use_redis else None
+            if shared:
+                announce(shared)
+            node_list: list[LiveKitServer] = []
+            for _ in range(nodes):
+                node_list.append(
+                    self.start_livekit(api_key=api_key, api_secret=api_secret, redis=shared)
+                )
+                announce(node_list[-1])
+            replica_list: list[TokenServer] = []
+            for j in range(replicas):
+                env = {"AGENT_NAME": agent_name} | ({"REDIS_URL": shared.url} if shared else {})
+                replica_list.append(
+                    self.start_token_server(node_list[j % nodes], env=env | dict(token_env or {}))
+                )
+                announce(replica_list[-1])
+            worker_list: list[AgentWorker] = []
+            for i in range(workers):
+                worker_list.append(
+                    self.start_agent(
+                        node_list[i % nodes], agent_name, env=agent_env, timeout=agent_timeout
+                    )
+                )
+                announce(worker_list[-1])
+        except BaseException:
+            while len(self._children) > before:
+                self._children.pop().stop()
+            raise
+        return Cluster(
+            redis=shared,
+            nodes=tuple(node_list),
+            token_servers=tuple(replica_list),
+            workers=tuple(worker_list),
+            agent_name=agent_name,
         )

@@ -2,7 +2,9 @@
 
 Starts livekit-server, the token endpoint and the sample agent on free loopback ports, runs one
 spoken simulation exactly as `client-harness run` does, and stops everything it started — on
-success, on a failed step, on Ctrl-C and on SIGTERM.
+success, on a failed step, on Ctrl-C and on SIGTERM. `--nodes N --workers M --replicas K` starts
+LiveKit's cluster instead: N livekit-server nodes on one redis-server, M agent workers spread over
+them, K token-server replicas; the one call goes through the first replica.
 """
 
 from __future__ import annotations
@@ -19,7 +21,16 @@ from client_harness.caller.simulation import RunOptions
 from client_harness.commands.run import RunPlan, default_out, run_and_report
 from client_harness.config import stack_config
 from client_harness.scenario import DEFAULT_SCENARIO, ScenarioError, load_scenario
-from local_stack import AgentWorker, LiveKitServer, LocalStack, StackError, TokenServer
+from local_stack import (
+    AgentWorker,
+    Cluster,
+    ClusterPart,
+    LiveKitServer,
+    LocalStack,
+    RedisServer,
+    StackError,
+    TokenServer,
+)
 
 AGENT_NAME = "sample-agent"
 AGENT_METADATA = '{"persona": "Sofia", "business": "Bella Vista"}'
@@ -34,13 +45,13 @@ def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _run_call(
-    args: argparse.Namespace, token_server: TokenServer, livekit: LiveKitServer, out: Path
-) -> int:
-    """One simulation through `client-harness run`'s own function: one code path for both."""
+def _run_call(args: argparse.Namespace, cluster: Cluster, out: Path) -> int:
+    """One simulation through `client-harness run`'s own function: one code path for both.
+    It goes through the first token-server replica (and that replica's node)."""
+    token_server = cluster.token_servers[0]
     config = stack_config(
         token_server,
-        livekit,
+        cluster.node_for(token_server),
         livekit_agent_name=AGENT_NAME,
         livekit_agent_metadata=AGENT_METADATA,
         token_request_payload=CUSTOM_PAYLOAD,
@@ -59,6 +70,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--scenario", type=Path, help="scenario YAML (default: booking)")
     parser.add_argument("--mode", choices=["voice", "text"], help="default: voice")
     parser.add_argument("--out", type=Path, help="where reports go (default runs/demo-<time>)")
+    for flag, what in (
+        ("--nodes", "livekit-server nodes (more than 1: on one redis-server)"),
+        ("--workers", "sample-agent workers, worker i registered with node i %% nodes"),
+        ("--replicas", "token-server replicas, replica j dispatching through node j %% nodes"),
+    ):
+        parser.add_argument(flag, type=_positive, default=1, help=f"{what} (default: 1)")
     parser.add_argument(
         "--keep-running",
         action="store_true",
@@ -72,39 +89,68 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _start(stack: LocalStack, key: str) -> tuple[LiveKitServer, TokenServer, AgentWorker]:
-    _say("demo: starting livekit-server (dev mode, loopback) ...")
-    livekit = stack.start_livekit()
-    _say(f"  livekit-server  pid {livekit.process.pid}  {livekit.url}")
-    token_server = stack.start_token_server(
-        livekit,
-        env={
-            "AGENT_NAME": AGENT_NAME,
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" + ("s" if n != 1 else "")
+
+
+def _announce(part: ClusterPart) -> None:
+    match part:
+        case RedisServer():
+            _say(f"  redis-server    pid {part.process.pid}  {part.url}")
+        case LiveKitServer():
+            _say(f"  livekit-server  pid {part.process.pid}  {part.url}")
+        case TokenServer():
+            via = f"  (dispatching through {part.livekit_url})"
+            _say(f"  token endpoint  pid {part.process.pid}  POST {part.endpoint}{via}")
+        case AgentWorker():
+            where = f"  registered as {part.agent_name!r} with {part.livekit_url}"
+            _say(f"  sample agent    pid {part.process.pid}{where}")
+
+
+def _start(stack: LocalStack, args: argparse.Namespace, key: str) -> Cluster:
+    if args.nodes == args.workers == args.replicas == 1:
+        parts = "livekit-server (dev mode, loopback), the token endpoint and the sample agent"
+    else:
+        parts = (
+            f"{_count(args.nodes, 'livekit-server node')}, "
+            f"{_count(args.replicas, 'token endpoint')} and {_count(args.workers, 'sample agent')}"
+        )
+    _say(f"demo: starting {parts} (loading the offline speech models) ...")
+    return stack.start_cluster(
+        AGENT_NAME,
+        nodes=args.nodes,
+        workers=args.workers,
+        replicas=args.replicas,
+        token_env={
             "AGENT_METADATA": AGENT_METADATA,
             "TOKEN_SERVER_API_KEYS": key,
             "TOKEN_SERVER_ALLOW_NO_AUTH": "0",
         },
+        started=_announce,
     )
-    _say(f"  token endpoint  pid {token_server.process.pid}  POST {token_server.endpoint}")
-    _say("demo: starting the sample agent (loads the offline speech models) ...")
-    agent = stack.start_agent(livekit, AGENT_NAME)
-    _say(f"  sample agent    pid {agent.process.pid}  registered as {AGENT_NAME!r}")
-    return livekit, token_server, agent
 
 
-def _stay_up(
-    livekit: LiveKitServer, token_server: TokenServer, agent: AgentWorker, key: str
-) -> int:
+def _stay_up(cluster: Cluster, key: str) -> int:
     """Keep the stack up for manual tries until Ctrl-C (or one of its processes exits: 1)."""
+    token_server = cluster.token_servers[0]
+    others = len(cluster.token_servers) - 1
     _say(
         "\ndemo: the stack is up — press Ctrl-C to stop it.\n"
         f"  curl -s -X POST {token_server.endpoint} -H 'Authorization: Bearer {key}' "
         '-d \'{"room_name": "my-room", "participant_name": "simulated_user"}\'\n'
         f"  client-harness check --generate-token-endpoint {token_server.endpoint} "
-        f"--livekit-url {livekit.url} "
+        f"--livekit-url {token_server.public_url} "
         f'--generate-token-headers \'{{"Authorization": "Bearer {key}"}}\''
+        + (f"\n  (the {others} other token endpoint(s) take the same key)" if others else "")
     )
-    while all(c.alive() for c in (livekit.process, token_server.process, agent.process)):
+    while all(c.alive() for c in cluster.processes()):
         time.sleep(0.5)
     _say("demo: a process of the stack exited; stopping the rest")
     return 1
@@ -122,16 +168,17 @@ def main(argv: list[str] | None = None) -> int:
     # the demo runs the kit as the user's shell configures it (e.g. AGENT_PROVIDER=openai)
     stack = LocalStack(log_dir=out / "logs", inherit_kit_settings=True)
     try:
-        livekit, token_server, agent = _start(stack, key)
+        cluster = _start(stack, args, key)
         code = 0
         if not args.no_call:
-            _say("demo: running one simulated call (the platform's side, spoken) ...\n")
+            spoken = "spoken" if (args.mode or "voice") == "voice" else "in text"
+            _say(f"demo: running one simulated call (the platform's side, {spoken}) ...\n")
             in_call = True
-            code = _run_call(args, token_server, livekit, out)
+            code = _run_call(args, cluster, out)
             in_call = False
             _say(f"\nlogs of each process: {stack.log_dir}")
         if stay_up:
-            code = _stay_up(livekit, token_server, agent, key)
+            code = _stay_up(cluster, key)
     except StackError as exc:
         _say(f"demo: FAILED to start the stack: {exc}")
         code = 1
