@@ -134,7 +134,7 @@ async def _run_burst(stack: LocalStack, burst: int, healing: bool, join_timeout:
         "waited": len(after_free),
         "token_server_cpu_s": round(cpu, 3),
         "surplus_jobs_removed": endpoint.process.log_text().count("dispatch_duplicate_removed"),
-        "rooms_with_two_agents": _rooms_with_two_agents(stack_logs(stack, "livekit-server-")),
+        "rooms_with_two_agents": rooms_with_two_agents(stack_logs(stack, "livekit-server-")),
         "failures": sorted(
             {f"{t.result.failed_step}: {t.result.error}"[:160] for t in timed if not t.result.ok}
         ),
@@ -171,12 +171,17 @@ def _join_after_slot_freed(
     return out
 
 
-def _rooms_with_two_agents(server_log: str) -> int:
-    """Rooms in which more than one agent participant started to join."""
+def agent_joins_by_room(server_log: str) -> dict[str, int]:
+    """How many agent participants started to join each room (livekit-server's own log)."""
     agents: dict[str, int] = {}
     for _, room in _AGENT_JOIN.findall(server_log):
         agents[room] = agents.get(room, 0) + 1
-    return sum(1 for n in agents.values() if n > 1)
+    return agents
+
+
+def rooms_with_two_agents(server_log: str) -> int:
+    """Rooms in which more than one agent participant started to join."""
+    return sum(1 for n in agent_joins_by_room(server_log).values() if n > 1)
 
 
 def _ts(text: str) -> float:
@@ -229,7 +234,7 @@ async def happy_path(samples: int) -> dict:
                     resp.raise_for_status()
                 await asyncio.sleep(0.2)
         taken = _fates(endpoints["on"].process.log_text())
-        two_agents = _rooms_with_two_agents(stack_logs(stack, "livekit-server-"))
+        two_agents = rooms_with_two_agents(stack_logs(stack, "livekit-server-"))
     return {
         "rooms_with_two_agents": two_agents,
         "samples": samples,

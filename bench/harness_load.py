@@ -109,31 +109,36 @@ def idle_processes_for(level: int, share: float, mode: str) -> int:
     return max(1, min(wanted, int(budget // (2 * per_process))))
 
 
-def start_worker(
-    stack: LocalStack, livekit: Any, calls: int, idle: int, executor: str, text_only: bool
-) -> AgentWorker:
-    worker = stack.start_agent(
-        livekit,
-        AGENT_NAME,
-        env={
-            "AGENT_PROVIDER": "offline",
-            "AGENT_JOB_EXECUTOR": executor,
-            "AGENT_TEXT_ONLY": "1" if text_only else "0",
-            "AGENT_IDLE_PROCESSES": str(idle),
-            "AGENT_MAX_CALLS": str(calls + 2),
-            # livekit-agents watches every job's event loop with a 20 ms heartbeat and a watchdog
-            # thread: cheap in a process per call, but with a thread per call dozens of them wake
-            # 100 times a second each, and an idle worker alone burned half a core (measured)
-            **({"LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS": "0"} if text_only else {}),
-        },
-        timeout=600.0,
-    )
-    # Registered is not ready: wait until every warm process (or thread) has its models.
+def worker_env(calls: int, idle: int, executor: str, text_only: bool) -> dict[str, str]:
+    """A load worker's settings: `calls` at once, `idle` warm processes (or threads)."""
+    return {
+        "AGENT_PROVIDER": "offline",
+        "AGENT_JOB_EXECUTOR": executor,
+        "AGENT_TEXT_ONLY": "1" if text_only else "0",
+        "AGENT_IDLE_PROCESSES": str(idle),
+        "AGENT_MAX_CALLS": str(calls + 2),
+        # livekit-agents watches every job's event loop with a 20 ms heartbeat and a watchdog
+        # thread: cheap in a process per call, but with a thread per call dozens of them wake
+        # 100 times a second each, and an idle worker alone burned half a core (measured)
+        **({"LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS": "0"} if text_only else {}),
+    }
+
+
+def wait_prewarmed(worker: AgentWorker, idle: int) -> None:
+    """Registered is not ready: wait until every warm process (or thread) has its models."""
     worker.process.wait_until(
         lambda: worker.process.log_text().count("process prewarmed") >= idle,
         600.0,
         f"prewarming {idle} processes",
     )
+
+
+def start_worker(
+    stack: LocalStack, livekit: Any, calls: int, idle: int, executor: str, text_only: bool
+) -> AgentWorker:
+    env = worker_env(calls, idle, executor, text_only)
+    worker = stack.start_agent(livekit, AGENT_NAME, env=env, timeout=600.0)
+    wait_prewarmed(worker, idle)
     return worker
 
 
