@@ -28,7 +28,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
@@ -37,24 +36,17 @@ import pytest
 from livekit import api
 from livekit.api.twirp_client import ServerError
 
-from client_harness.caller.runner import run_many
-from client_harness.caller.simulation import RunOptions
 from client_harness.config import HarnessConfig, stack_config
 from client_harness.measurement.diagnosis import AGENT_LEFT_EARLY
 from client_harness.measurement.metrics import END_AGENT_LEFT, END_COMPLETED, SimulationResult
 from client_harness.scenario import Scenario, Turn
 from local_stack import AgentWorker, Cluster, LiveKitServer, LocalStack, TokenServer
+from tests.e2e.served import assert_all_served, simulate
 
 pytestmark = pytest.mark.e2e
 
 AGENT = "cluster-agent"
 TEXT_AGENT = {"AGENT_PROVIDER": "offline", "AGENT_TEXT_ONLY": "1"}
-SHORT_CALL = Scenario(
-    name="short-call",
-    turns=(Turn("Hi, I would like to book a table for two.", ("table", "book", "two")),),
-    greeting_wait_seconds=45,
-    response_timeout_seconds=30,
-)
 # Long enough for a worker to be killed while it is still talking (a text turn takes ~1.5 s): the
 # caller sees a SIGKILLed agent leave only when livekit-server closes it for its peer connection
 # going down (PEER_CONNECTION_DISCONNECTED, ~20 s on loopback), during a turn left unanswered.
@@ -66,12 +58,6 @@ LONG_CALL = Scenario(
     pause_before_reply_seconds=1.0,
     max_duration_seconds=240,
 )
-
-
-@pytest.fixture
-def own_stack(tmp_path: Path) -> Iterator[LocalStack]:
-    with LocalStack(log_dir=tmp_path) as stack:
-        yield stack
 
 
 def start_cluster(stack: LocalStack, *, workers: int, replicas: int) -> Cluster:
@@ -100,25 +86,6 @@ def config_for(
     return stack_config(
         endpoint, livekit, livekit_agent_name=AGENT, agent_join_timeout=join_timeout
     )
-
-
-async def simulate(
-    config: HarnessConfig, count: int, concurrency: int, scenario: Scenario = SHORT_CALL
-) -> list[SimulationResult]:
-    run = await run_many(
-        config, scenario, RunOptions(mode="text"), count=count, concurrency=concurrency
-    )
-    return run.results
-
-
-def assert_served(results: list[SimulationResult]) -> None:
-    """Each caller got an agent of this name that greeted and answered, in its own room."""
-    assert len({r.room_name for r in results}) == len(results)
-    for r in results:
-        assert r.ok, (r.index, r.failed_step, r.error, r.diagnosis)
-        assert r.agent_kind == "agent" and r.agent_name == AGENT, r.agent_identity
-        assert r.end_reason == END_COMPLETED
-        assert r.agent_utterances and all(t.answered for t in r.turns)
 
 
 def calls_started(worker: AgentWorker) -> list[str]:
@@ -197,7 +164,7 @@ async def test_rooms_dispatched_through_node_b_get_the_worker_of_node_a(
                 simulate(config_for(to_a, b), 2, 2), simulate(config_for(to_b, b), 2, 2)
             )
             for results, public in zip(batch, (a, b), strict=True):
-                assert_served(results)
+                assert_all_served(results, AGENT)
                 assert {r.server_url for r in results} == {public.url}
                 served += results
             hosts = room_hosts(cluster)
@@ -223,7 +190,7 @@ async def test_a_killed_node_and_new_simulations_through_the_survivor(
         assert [cluster.node_for(w) for w in cluster.workers] == [a, b]
         endpoint = start_endpoint(own_stack, cluster, via=b, public=b)
         config = config_for(endpoint, b, join_timeout=20)
-        assert_served(await simulate(config, 2, 2))  # the cluster works before the kill
+        assert_all_served(await simulate(config, 2, 2), AGENT)  # the cluster works before the kill
 
         a.process.signal(signal.SIGKILL)
         killed = time.monotonic()
@@ -250,12 +217,12 @@ async def test_a_killed_node_and_new_simulations_through_the_survivor(
             f"the last one created {max(on_dead, default=0):.2f} s after the kill"
         )
         assert on_dead and max(on_dead) < 15, on_dead  # 5 s of stale stats, 2 s refresh
-        assert_served([r for _, r in attempts[-5:]])
+        assert_all_served([r for _, r in attempts[-5:]], AGENT)
         assert recovered_at < 30, attempts  # livekit's own bound is 5 s of stale stats
 
         # and then a burst at once, every room on the survivor
         burst = await simulate(config, 4, 4)
-        assert_served(burst)
+        assert_all_served(burst, AGENT)
         hosts = room_hosts(cluster)
         assert {hosts.get(r.room_name) for r in burst} == {b.url}
 
@@ -310,7 +277,7 @@ async def test_a_killed_worker_leaves_its_calls_and_the_other_takes_new_ones(
         )
 
         after = await simulate(config, 3, 3)
-        assert_served(after)
+        assert_all_served(after, AGENT)
         assert {r.room_name for r in after} <= set(calls_started(survivor))
 
 

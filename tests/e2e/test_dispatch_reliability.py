@@ -16,36 +16,18 @@ import signal
 import socket
 import statistics
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 from livekit import api, rtc
 
-from client_harness.caller.runner import run_many
-from client_harness.caller.simulation import RunOptions
 from client_harness.config import HarnessConfig, stack_config
-from client_harness.measurement.metrics import END_COMPLETED, SimulationResult
-from client_harness.scenario import Scenario, Turn
 from local_stack import AgentWorker, LiveKitServer, LocalStack, TokenServer
+from tests.e2e.served import assert_all_served, simulate
 
 pytestmark = pytest.mark.e2e
 
 AGENT = "reliability-agent"
-# One short exchange: the agent greets, answers one turn, the caller hangs up.
-SHORT_CALL = Scenario(
-    name="short-call",
-    turns=(Turn("Hi, I would like to book a table for two.", ("table", "book", "two")),),
-    greeting_wait_seconds=45,
-    response_timeout_seconds=30,
-)
-
-
-@pytest.fixture
-def own_stack(tmp_path: Path) -> Iterator[LocalStack]:
-    with LocalStack(log_dir=tmp_path) as stack:
-        yield stack
 
 
 def start_worker(stack: LocalStack, livekit: LiveKitServer, **env: str) -> AgentWorker:
@@ -68,24 +50,6 @@ def config_for(
     return stack_config(
         endpoint, livekit, livekit_agent_name=AGENT, agent_join_timeout=join_timeout
     )
-
-
-async def simulate(config: HarnessConfig, count: int, concurrency: int) -> list[SimulationResult]:
-    run = await run_many(
-        config, SHORT_CALL, RunOptions(mode="text"), count=count, concurrency=concurrency
-    )
-    return run.results
-
-
-def assert_all_served(results: list[SimulationResult]) -> None:
-    """Each caller got an agent of this name that greeted and answered, in its own room."""
-    assert len({r.room_name for r in results}) == len(results)
-    for r in results:
-        assert r.ok, (r.index, r.failed_step, r.error, r.diagnosis)
-        assert r.agent_kind == "agent" and r.agent_name == AGENT, r.agent_identity
-        assert r.end_reason == END_COMPLETED
-        assert r.agent_utterances, "the agent never spoke"
-        assert all(t.answered for t in r.turns)
 
 
 def fates(endpoint: TokenServer) -> dict[str, dict[str, object]]:
@@ -122,10 +86,10 @@ async def test_bursts_of_two_and_five_on_one_default_worker(own_stack: LocalStac
     config = config_for(endpoint, livekit)
 
     two = await simulate(config, 2, 2)
-    assert_all_served(two)
+    assert_all_served(two, AGENT)
     # Five at once on a worker that takes fewer calls: the rest wait until a slot frees.
     five = await simulate(config, 5, 5)
-    assert_all_served(five)
+    assert_all_served(five, AGENT)
 
     found = await wait_fates(endpoint, {r.room_name for r in two + five})
     assert {f["fate"] for f in found.values()} == {"taken"}
@@ -136,7 +100,7 @@ async def test_six_calls_back_to_back(own_stack: LocalStack) -> None:
     endpoint = start_endpoint(own_stack, livekit)
     start_worker(own_stack, livekit)
     results = await simulate(config_for(endpoint, livekit), 6, 1)
-    assert_all_served(results)
+    assert_all_served(results, AGENT)
 
 
 async def test_callers_arriving_before_the_worker_starts(own_stack: LocalStack) -> None:
@@ -147,7 +111,7 @@ async def test_callers_arriving_before_the_worker_starts(own_stack: LocalStack) 
     assert not run.done()
     await asyncio.to_thread(start_worker, own_stack, livekit)
     results = await run
-    assert_all_served(results)
+    assert_all_served(results, AGENT)
     found = await wait_fates(endpoint, {r.room_name for r in results})
     # none was taken on the first offer: there was no worker to take it
     assert all(int(f["dispatches"]) > 1 for f in found.values()), found
@@ -201,7 +165,7 @@ async def test_worker_killed_while_simulations_wait_then_restarted(
     await asyncio.sleep(2)
     await asyncio.to_thread(start_worker, own_stack, livekit, AGENT_MAX_CALLS="1")
     results = await waiting
-    assert_all_served(results)
+    assert_all_served(results, AGENT)
     await busy.leave()
 
 
@@ -224,8 +188,8 @@ async def test_livekit_server_killed_mid_call_and_restarted(own_stack: LocalStac
         "registered again",
     )
     config = config_for(endpoint, livekit)
-    assert_all_served(await simulate(config, 3, 1))  # back to back
-    assert_all_served(await simulate(config, 3, 3))  # a burst
+    assert_all_served(await simulate(config, 3, 1), AGENT)  # back to back
+    assert_all_served(await simulate(config, 3, 3), AGENT)  # a burst
     await caller.leave()
 
 
