@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
 
 import uvicorn
 from dotenv import load_dotenv
 
 from token_server.app import configure_logging
 from token_server.config import ConfigError, DispatchMode, Settings, load_settings
+from token_server.metrics import MULTIPROC_ENV
 
 
 def _lock_name(settings: Settings) -> str:
@@ -19,6 +24,23 @@ def _lock_name(settings: Settings) -> str:
     if settings.dispatch_mode is not DispatchMode.API:
         return "none (this endpoint does not dispatch)"
     return settings.redis_url_for_logs or "in-process"
+
+
+@contextlib.contextmanager
+def _shared_metrics(settings: Settings) -> Iterator[None]:
+    """With several workers, each scrape reaches one of them: they keep their metrics in a
+    directory they share (prometheus_client's multiprocess mode), a fresh one per start unless
+    PROMETHEUS_MULTIPROC_DIR names one."""
+    if not settings.metrics or settings.workers == 1 or os.environ.get(MULTIPROC_ENV):
+        yield
+        return
+    directory = tempfile.mkdtemp(prefix="token-server-metrics-")
+    os.environ[MULTIPROC_ENV] = directory
+    try:
+        yield
+    finally:
+        del os.environ[MULTIPROC_ENV]
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     log = logging.getLogger("token_server")
     log.info(
         "serving POST http://%s:%d%s  livekit=%s public=%s dispatch=%s agent=%r auth=%s workers=%d "
-        "dispatch_lock=%s",
+        "dispatch_lock=%s cors=%s metrics=%s",
         settings.host,
         settings.port,
         settings.path,
@@ -66,17 +88,20 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(settings.api_keys)} key(s)" if settings.auth_required else "OFF (local/dev run)",
         settings.workers,
         _lock_name(settings),
+        ",".join(settings.cors_origins) or "off",
+        "/metrics (behind the API key)" if settings.metrics else "off",
     )
-    uvicorn.run(
-        "token_server.app:app_from_env",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level=settings.log_level,
-        access_log=False,  # request_log writes one structured line per request instead
-        server_header=False,
-    )
+    with _shared_metrics(settings):
+        uvicorn.run(
+            "token_server.app:app_from_env",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level=settings.log_level,
+            access_log=False,  # request_log writes one structured line per request instead
+            server_header=False,
+        )
     return 0
 
 

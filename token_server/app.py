@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -15,13 +16,15 @@ from livekit.api.twirp_client import ServerError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from token_server import metrics
 from token_server.auth import authenticate
-from token_server.config import DispatchMode, Settings, load_settings
+from token_server.config import METRICS_PATH, DispatchMode, Settings, load_settings
 from token_server.dispatch import Dispatcher, dispatch_metadata
 from token_server.dispatch_follow import DispatchFollower
 from token_server.errors import ApiError
@@ -238,7 +241,8 @@ async def readyz(request: Request) -> Response:
         return JSONResponse({"error": "redis_unavailable", "detail": lock_problem}, status_code=503)
     try:
         async with asyncio.timeout(settings.dispatch_timeout_seconds):
-            await lkapi.room.list_rooms(api.ListRoomsRequest(names=["readyz-probe"]))
+            with metrics.livekit_call("list_rooms"):
+                await lkapi.room.list_rooms(api.ListRoomsRequest(names=["readyz-probe"]))
     except TimeoutError:
         detail = f"LiveKit API did not answer within {settings.dispatch_timeout_seconds:g}s"
     except ServerError as exc:
@@ -249,6 +253,43 @@ async def readyz(request: Request) -> Response:
         return JSONResponse({"status": "ready", "livekit_url": settings.livekit_url})
     request.scope["state"]["log"]["outcome"] = "livekit_unavailable"
     return JSONResponse({"error": "livekit_unavailable", "detail": detail}, status_code=503)
+
+
+async def metrics_route(request: Request) -> Response:
+    """Prometheus's scrape, behind the API key (see `metrics`)."""
+    authenticate(request.app.state.settings, request.headers)
+    body, content_type = metrics.exposition()
+    return Response(body, headers={"Content-Type": content_type, **_NO_STORE})
+
+
+# What a browser on an allowed origin may send to the token route, and read from its answer.
+CORS_HEADERS = ("Authorization", "X-API-Key", "Content-Type", "X-Request-ID")
+
+
+def _middleware(settings: Settings, routes: list[Route]) -> list[Middleware]:
+    """The request log (and metrics) outermost, so CORS preflights are logged and counted too;
+    CORS only when origins are configured: the platform calls server to server and needs none."""
+    stack = [
+        Middleware(
+            RequestLogMiddleware,
+            routes=[route.path for route in routes],
+            with_metrics=settings.metrics,
+        )
+    ]
+    if settings.cors_origins:
+        # `*` with header-based auth: any page may call, but only with a key it was given (no
+        # cookies are involved, so allow_credentials stays off and `*` is sent as is).
+        stack.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors_origins),
+                allow_methods=["POST"],
+                allow_headers=list(CORS_HEADERS),
+                expose_headers=["X-Request-ID"],
+                max_age=600,
+            )
+        )
+    return stack
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
@@ -307,14 +348,18 @@ def create_app(settings: Settings) -> Starlette:
                 await app.state.follower.close()
             await room_lock.close()
             await lkapi.aclose()
+            metrics.process_exited(os.getpid())
 
+    routes = [
+        Route(settings.path, issue_token, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+    ]
+    if settings.metrics:
+        routes.append(Route(METRICS_PATH, metrics_route, methods=["GET"]))
     app = Starlette(
-        routes=[
-            Route(settings.path, issue_token, methods=["POST"]),
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", readyz, methods=["GET"]),
-        ],
-        middleware=[Middleware(RequestLogMiddleware)],
+        routes=routes,
+        middleware=_middleware(settings, routes),
         exception_handlers={
             ApiError: _api_error,
             HTTPException: _http_error,

@@ -55,6 +55,10 @@ class Settings:
     port: int = 8888
     workers: int = 1
     log_level: str = "info"
+    # Browser callers: origins allowed to call the token route (empty: no CORS headers at all).
+    cors_origins: tuple[str, ...] = ()
+    # Prometheus metrics at METRICS_PATH, behind the API key like the token route.
+    metrics: bool = True
     # Shared by every replica: the per-room dispatch lock (empty: the lock is in-process only).
     redis_url: str = field(default="", repr=False)  # may carry a password: never log it as is
 
@@ -74,7 +78,10 @@ class Settings:
 SERVER_URL_SCHEMES = ("ws", "wss", "http", "https")
 REDIS_URL_SCHEMES = ("redis", "rediss")  # livekit-api takes either for its API
 PUBLIC_URL_SCHEMES = ("ws", "wss")  # what a caller's LiveKit client connects to
+METRICS_PATH = "/metrics"
+OPENAPI_PATH = "/openapi.json"
 HEALTH_PATHS = ("/healthz", "/readyz")
+RESERVED_PATHS = (*HEALTH_PATHS, METRICS_PATH, OPENAPI_PATH)
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -202,14 +209,50 @@ def _endpoint(env: EnvReader) -> dict[str, Any]:
     path = env.text("TOKEN_SERVER_PATH", "/livekit/token")
     if not path.startswith("/"):
         env.problem(f"TOKEN_SERVER_PATH={path!r} must start with /")
-    elif path in HEALTH_PATHS:
-        env.problem(f"TOKEN_SERVER_PATH={path!r} clashes with a health route")
+    elif path in RESERVED_PATHS:
+        env.problem(f"TOKEN_SERVER_PATH={path!r} clashes with the route already at {path}")
     return {
         "api_keys": api_keys,
         "allow_no_auth": allow_no_auth,
         "path": path,
         "token_ttl_seconds": env.number("TOKEN_TTL_SECONDS", 900, 60, 24 * 3600),
+        "cors_origins": _cors_origins(env),
+        "metrics": env.flag("TOKEN_SERVER_METRICS", default=True),
     }
+
+
+def _cors_origins(env: EnvReader) -> tuple[str, ...]:
+    """TOKEN_SERVER_CORS_ORIGINS: `*`, or origins as a browser sends them (scheme://host[:port],
+    no path): an origin written any other way would never match, and the browser would refuse."""
+    origins = env.names("TOKEN_SERVER_CORS_ORIGINS")
+    if "*" in origins and len(origins) > 1:
+        env.problem("TOKEN_SERVER_CORS_ORIGINS: `*` allows every origin; list no others beside it")
+    for origin in origins:
+        if origin == "*":
+            continue
+        parsed = urlparse(origin)
+        try:
+            parsed.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError:
+            parsed = parsed._replace(netloc="")
+        if (
+            parsed.scheme not in ("http", "https")
+            or not parsed.hostname
+            or parsed.path
+            or parsed.query
+            or parsed.fragment
+            or "@" in parsed.netloc
+        ):
+            env.problem(
+                f"TOKEN_SERVER_CORS_ORIGINS: {origin!r} is not an origin; write it as the browser "
+                "sends it, scheme://host[:port] with no path, e.g. https://app.example.com"
+            )
+        elif origin != origin.lower().rstrip("/"):
+            env.problem(
+                f"TOKEN_SERVER_CORS_ORIGINS: {origin!r} must be lower-case (browsers send "
+                f"{origin.lower()!r})"
+            )
+    return origins
 
 
 def _server(env: EnvReader) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from livekit.api.twirp_client import ServerError
 
 from token_server.config import Settings
 from token_server.errors import ApiError
+from token_server.metrics import DISPATCHES_CREATED, livekit_call
 from token_server.room_lock import RoomLock
 from token_server.token_request import TokenRequest
 
@@ -103,25 +104,35 @@ class Dispatcher:
                     followed = self.followed(room, agent_name)
                     if followed is not None:
                         return DispatchResult(followed, created=False)
-                    await self._api.room.create_room(api.CreateRoomRequest(name=room))
-                    for existing in await self._api.agent_dispatch.list_dispatch(room):
+                    with livekit_call("create_room"):
+                        await self._api.room.create_room(api.CreateRoomRequest(name=room))
+                    for existing in await self.list(room):
                         if existing.agent_name == agent_name:
                             return DispatchResult(existing.id, created=False)
                     created = await self.create(room, agent_name, metadata)
                     return DispatchResult(created, created=True)
 
+    async def list(self, room: str) -> list[api.AgentDispatch]:
+        """The room's dispatches, with their jobs' states (unknown room: livekit's not_found)."""
+        with livekit_call("list_dispatch"):
+            return await self._api.agent_dispatch.list_dispatch(room)
+
     async def delete(self, room: str, dispatch_id: str) -> None:
         """Remove a dispatch (and, in livekit-server, any job it started); gone already is fine."""
         async with asyncio.timeout(self._settings.dispatch_timeout_seconds):
             try:
-                await self._api.agent_dispatch.delete_dispatch(dispatch_id, room)
+                with livekit_call("delete_dispatch"):
+                    await self._api.agent_dispatch.delete_dispatch(dispatch_id, room)
             except ServerError as exc:
                 if exc.code != "not_found":
                     raise
 
-    async def create(self, room: str, agent_name: str, metadata: str) -> str:
-        """A new dispatch, which livekit-server offers to the workers afresh."""
-        created = await self._api.agent_dispatch.create_dispatch(
-            api.CreateAgentDispatchRequest(agent_name=agent_name, room=room, metadata=metadata)
-        )
+    async def create(self, room: str, agent_name: str, metadata: str, again: bool = False) -> str:
+        """A new dispatch, which livekit-server offers to the workers afresh; `again` when it
+        replaces one whose job no worker took."""
+        with livekit_call("create_dispatch"):
+            created = await self._api.agent_dispatch.create_dispatch(
+                api.CreateAgentDispatchRequest(agent_name=agent_name, room=room, metadata=metadata)
+            )
+        DISPATCHES_CREATED.labels("again" if again else "request").inc()
         return str(created.id)

@@ -33,6 +33,12 @@ from livekit.protocol import models
 
 from token_server.config import Settings
 from token_server.dispatch import Dispatcher
+from token_server.metrics import (
+    DISPATCH_FATES,
+    DISPATCH_TAKEN_SECONDS,
+    DISPATCHES_FOLLOWED,
+    livekit_call,
+)
 
 logger = logging.getLogger("token_server.dispatch")
 
@@ -251,6 +257,7 @@ class DispatchFollower:
         now = time.monotonic()
         followed = _Followed(room, agent_name, metadata, now, {dispatch_id: now})
         self._followed[key] = followed
+        DISPATCHES_FOLLOWED.inc()
         self._schedule(followed, now + FIRST_CHECK_SECONDS)
         return True
 
@@ -440,7 +447,7 @@ class DispatchFollower:
         try:
             async with asyncio.timeout(settings.dispatch_timeout_seconds):
                 new_id = await self._dispatcher.create(
-                    followed.room, followed.agent_name, followed.metadata
+                    followed.room, followed.agent_name, followed.metadata, again=True
                 )
         except (TimeoutError, ServerError, aiohttp.ClientError, OSError) as exc:
             followed.blocked(Blocker.LIVEKIT, f"dispatching again failed: {_describe(exc)}")
@@ -462,7 +469,7 @@ class DispatchFollower:
 
     async def _view(self, followed: _Followed) -> RoomView:
         try:
-            dispatches = await self._api.agent_dispatch.list_dispatch(followed.room)
+            dispatches = await self._dispatcher.list(followed.room)
         except ServerError as exc:
             # livekit-server answers for a room only from the node hosting it; none does once
             # the room has closed (it stalls ~3 s, then "no response from servers")
@@ -479,9 +486,10 @@ class DispatchFollower:
                     taken[dispatch.id] = job.state.participant_identity
                 elif job.state.error:
                     failed = job.state.error
-        participants = await self._api.room.list_participants(
-            api.ListParticipantsRequest(room=followed.room)
-        )
+        with livekit_call("list_participants"):
+            participants = await self._api.room.list_participants(
+                api.ListParticipantsRequest(room=followed.room)
+            )
         agents, callers = {}, 0
         for p in participants.participants:
             if p.kind != models.ParticipantInfo.Kind.AGENT:
@@ -506,6 +514,7 @@ class DispatchFollower:
         key = (followed.room, followed.agent_name)
         if self._followed.get(key) is followed:
             del self._followed[key]
+            DISPATCHES_FOLLOWED.dec()
 
     async def _finish(
         self, followed: _Followed, kind: FateKind, reason: str, delete: bool = False
@@ -528,6 +537,9 @@ class DispatchFollower:
             followed.blocker,
         )
         followed.fate.set_result(fate)
+        DISPATCH_FATES.labels(kind.value).inc()
+        if fate.taken:
+            DISPATCH_TAKEN_SECONDS.observe(fate.after_seconds)
         level = logging.INFO if kind in {FateKind.TAKEN, FateKind.SHUTDOWN} else logging.WARNING
         logger.log(
             level,

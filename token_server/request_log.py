@@ -1,5 +1,5 @@
 """One structured JSON line per request: request id, answering process, route, room, outcome,
-latency. No secrets.
+latency. No secrets. The same outcome and latency feed the request metrics, when they are on.
 
 Pure ASGI middleware (not BaseHTTPMiddleware) so it adds no task per request on the hot path.
 Handlers add fields (room, dispatch id, error code) to `scope["state"]["log"]`.
@@ -13,9 +13,12 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Collection
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from token_server import metrics
 
 logger = logging.getLogger("token_server.requests")
 
@@ -23,8 +26,15 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
 class RequestLogMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    """`routes`: the app's paths, the only values the metrics' `route` label takes (any other
+    path counts as `other`, so a scan of random URLs cannot grow the label set)."""
+
+    def __init__(
+        self, app: ASGIApp, routes: Collection[str] = (), with_metrics: bool = False
+    ) -> None:
         self.app = app
+        self.routes = frozenset(routes)
+        self.with_metrics = with_metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -52,11 +62,18 @@ class RequestLogMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            seconds = time.perf_counter() - started
+            outcome = fields.pop("outcome", "ok" if status < 400 else "error")
+            path = scope["path"]
+            if self.with_metrics:
+                metrics.observe_request(
+                    path if path in self.routes else metrics.OTHER_ROUTE, outcome, seconds
+                )
             level = logging.INFO if status < 500 else logging.WARNING
-            if scope["path"] in {"/healthz", "/readyz"} and status < 400:
+            if path in {"/healthz", "/readyz", "/metrics"} and status < 400:
                 level = logging.DEBUG
             if logger.isEnabledFor(level):
-                self._log(level, scope, request_id, status, fields, started)
+                self._log(level, scope, request_id, status, outcome, fields, seconds)
 
     @staticmethod
     def _log(
@@ -64,8 +81,9 @@ class RequestLogMiddleware:
         scope: Scope,
         request_id: str,
         status: int,
+        outcome: str,
         fields: dict[str, Any],
-        started: float,
+        seconds: float,
     ) -> None:
         record = {
             "event": "request",
@@ -74,8 +92,8 @@ class RequestLogMiddleware:
             "method": scope["method"],
             "path": scope["path"],
             "status": status,
-            "outcome": fields.pop("outcome", "ok" if status < 400 else "error"),
+            "outcome": outcome,
             **fields,
-            "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+            "latency_ms": round(seconds * 1000, 2),
         }
         logger.log(level, json.dumps(record, separators=(",", ":")))
