@@ -249,3 +249,55 @@ def test_the_redis_password_is_never_shown() -> None:
 )
 def test_redact_url(url: str, shown: str) -> None:
     assert redact_url(url) == shown
+
+
+# --- browser callers (CORS) and metrics ---------------------------------------------------------
+
+
+def test_cors_is_off_and_metrics_on_by_default() -> None:
+    settings = load_settings(GOOD)
+    assert settings.cors_origins == ()
+    assert settings.metrics is True
+
+
+def test_cors_origins_are_a_list() -> None:
+    settings = load_settings(
+        {
+            **GOOD,
+            "TOKEN_SERVER_CORS_ORIGINS": " https://app.example.com , http://localhost:5173,",
+            "TOKEN_SERVER_METRICS": "off",
+        }
+    )
+    assert settings.cors_origins == ("https://app.example.com", "http://localhost:5173")
+    assert settings.metrics is False
+    assert load_settings({**GOOD, "TOKEN_SERVER_CORS_ORIGINS": "*"}).cors_origins == ("*",)
+
+
+@pytest.mark.parametrize(
+    ("origins", "why"),
+    [
+        ("https://app.example.com/", "is not an origin"),
+        ("https://app.example.com/login", "is not an origin"),
+        ("app.example.com", "is not an origin"),
+        ("ftp://app.example.com", "is not an origin"),
+        ("https://user@app.example.com", "is not an origin"),
+        ("https://app.example.com:port", "is not an origin"),
+        ("https://App.Example.com", "must be lower-case"),
+        ("*,https://app.example.com", "list no others beside it"),
+    ],
+)
+def test_a_cors_origin_the_browser_would_never_send_is_a_problem(origins: str, why: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**GOOD, "TOKEN_SERVER_CORS_ORIGINS": origins})
+    assert len(caught.value.problems) == 1
+    assert caught.value.problems[0].startswith("TOKEN_SERVER_CORS_ORIGINS")
+    assert why in caught.value.problems[0]
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/openapi.json", "/healthz"])
+def test_the_token_path_cannot_take_another_route(path: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**GOOD, "TOKEN_SERVER_PATH": path})
+    assert caught.value.problems == [
+        f"TOKEN_SERVER_PATH={path!r} clashes with the route already at {path}"
+    ]
