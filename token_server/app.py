@@ -24,10 +24,11 @@ from starlette.types import Receive, Scope, Send
 
 from token_server import metrics
 from token_server.auth import authenticate
-from token_server.config import METRICS_PATH, DispatchMode, Settings, load_settings
+from token_server.config import METRICS_PATH, OPENAPI_PATH, DispatchMode, Settings, load_settings
 from token_server.dispatch import Dispatcher, dispatch_metadata
 from token_server.dispatch_follow import DispatchFollower
 from token_server.errors import ApiError
+from token_server.openapi import openapi_route
 from token_server.request_log import RequestLogMiddleware
 from token_server.room_lock import InProcessRoomLock, RoomLock, lock_wait_seconds, room_lock_for
 from token_server.token_request import MAX_BODY_BYTES, TokenRequest, parse_body, parse_token_request
@@ -306,7 +307,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
     detail = exc.detail
     if exc.status_code == 405:
-        detail = f"{request.method} is not allowed here; the token route takes POST"
+        allowed = (exc.headers or {}).get("Allow", "POST")
+        detail = f"{request.method} is not allowed here; {request.url.path} takes {allowed}"
     return await _api_error(request, ApiError(exc.status_code, code, detail, exc.headers or None))
 
 
@@ -354,6 +356,7 @@ def create_app(settings: Settings) -> Starlette:
         Route(settings.path, issue_token, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Route(OPENAPI_PATH, openapi_route, methods=["GET"]),
     ]
     if settings.metrics:
         routes.append(Route(METRICS_PATH, metrics_route, methods=["GET"]))

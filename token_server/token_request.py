@@ -23,7 +23,7 @@ MAX_METADATA = 16 * 1024
 DEFAULT_PARTICIPANT_NAME = "user"
 
 # canonical name -> accepted spellings
-_ALIASES: dict[str, tuple[str, ...]] = {
+ALIASES: dict[str, tuple[str, ...]] = {
     "room_name": ("room_name", "roomName"),
     "participant_name": ("participant_name", "participantName"),
     "participant_identity": ("participant_identity", "participantIdentity"),
@@ -31,7 +31,7 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "participant_attributes": ("participant_attributes", "participantAttributes"),
     "room_config": ("room_config", "roomConfig"),
 }
-KNOWN_KEYS = frozenset(k for spellings in _ALIASES.values() for k in spellings)
+KNOWN_KEYS = frozenset(k for spellings in ALIASES.values() for k in spellings)
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def parse_body(raw: bytes) -> dict[str, Any]:
 
 def _pick(body: dict[str, Any], canonical: str) -> Any:
     """The value under any accepted spelling; two spellings that disagree are an error."""
-    present = [(k, body[k]) for k in _ALIASES[canonical] if k in body]
+    present = [(k, body[k]) for k in ALIASES[canonical] if k in body]
     if len(present) > 1 and present[0][1] != present[1][1]:
         raise bad_request(
             "conflicting_fields", f"{present[0][0]} and {present[1][0]} disagree; send one of them"
