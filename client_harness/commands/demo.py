@@ -101,17 +101,21 @@ def _count(n: int, what: str) -> str:
 
 
 def _announce(part: ClusterPart) -> None:
+    """Each process as it comes up: where it answers, and where its log is."""
     match part:
         case RedisServer():
             _say(f"  redis-server    pid {part.process.pid}  {part.url}")
         case LiveKitServer():
             _say(f"  livekit-server  pid {part.process.pid}  {part.url}")
+            # generated for this run only: what LIVEKIT_API_KEY / _SECRET must be to reach it
+            _say(f"                  key pair  {part.api_key} / {part.api_secret}")
         case TokenServer():
             via = f"  (dispatching through {part.livekit_url})"
             _say(f"  token endpoint  pid {part.process.pid}  POST {part.endpoint}{via}")
         case AgentWorker():
             where = f"  registered as {part.agent_name!r} with {part.livekit_url}"
             _say(f"  sample agent    pid {part.process.pid}{where}")
+    _say(f"                  log       {part.process.log_path}")
 
 
 def _start(stack: LocalStack, args: argparse.Namespace, key: str) -> Cluster:
@@ -137,12 +141,13 @@ def _start(stack: LocalStack, args: argparse.Namespace, key: str) -> Cluster:
     )
 
 
-def _stay_up(cluster: Cluster, key: str) -> int:
+def _stay_up(cluster: Cluster, key: str, log_dir: Path) -> int:
     """Keep the stack up for manual tries until Ctrl-C (or one of its processes exits: 1)."""
     token_server = cluster.token_servers[0]
     others = len(cluster.token_servers) - 1
+    _say(f"\nlogs of each process: {log_dir}")
     _say(
-        "\ndemo: the stack is up — press Ctrl-C to stop it.\n"
+        "demo: the stack is up — press Ctrl-C to stop it.\n"
         f"  curl -s -X POST {token_server.endpoint} -H 'Authorization: Bearer {key}' "
         '-d \'{"room_name": "my-room", "participant_name": "simulated_user"}\'\n'
         f"  client-harness check --generate-token-endpoint {token_server.endpoint} "
@@ -176,9 +181,10 @@ def main(argv: list[str] | None = None) -> int:
             in_call = True
             code = _run_call(args, cluster, out)
             in_call = False
-            _say(f"\nlogs of each process: {stack.log_dir}")
+            if not stay_up:
+                _say(f"\nlogs of each process: {stack.log_dir}")
         if stay_up:
-            code = _stay_up(cluster, key)
+            code = _stay_up(cluster, key, stack.log_dir)
     except StackError as exc:
         _say(f"demo: FAILED to start the stack: {exc}")
         code = 1

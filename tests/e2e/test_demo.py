@@ -1,4 +1,5 @@
-"""`make demo`'s program: it stops every process it started, on Ctrl-C and on a failed step.
+"""`make demo`'s program: it prints how to reach what it started, and stops every process it
+started, on Ctrl-C and on a failed step.
 
 The spoken call itself is the harness's `run` path, covered by the harness's end-to-end tests;
 .ci/run also runs `make demo` whole.
@@ -6,6 +7,7 @@ The spoken call itself is the harness's `run` path, covered by the harness's end
 
 from __future__ import annotations
 
+import asyncio
 import os
 import queue
 import re
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import IO
 
 import pytest
+from livekit import api
 
 pytestmark = pytest.mark.e2e
 
@@ -47,6 +50,12 @@ def _pump(stream: IO[str], into: queue.Queue[str]) -> None:
         into.put(line)
 
 
+async def _key_pair_works(url: str, key: str, secret: str) -> bool:
+    async with api.LiveKitAPI(url, key, secret) as lkapi:
+        await lkapi.room.list_rooms(api.ListRoomsRequest())
+    return True
+
+
 def test_ctrl_c_stops_the_whole_stack(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "client_harness", "demo", "--no-call", "--out", str(tmp_path)],
@@ -56,7 +65,15 @@ def test_ctrl_c_stops_the_whole_stack(tmp_path: Path) -> None:
     )
     with proc:  # closes the pipe and reaps the process, whatever happens
         assert proc.stdout is not None
-        _demo_stops_on_ctrl_c(proc, proc.stdout)
+        try:
+            _demo_stops_on_ctrl_c(proc, proc.stdout)
+        finally:
+            if proc.poll() is None:  # a failed assertion: stop the stack, then report
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
 
 
 def _demo_stops_on_ctrl_c(proc: subprocess.Popen[str], stdout: IO[str]) -> None:
@@ -79,6 +96,14 @@ def _demo_stops_on_ctrl_c(proc: subprocess.Popen[str], stdout: IO[str]) -> None:
     pids = [int(p) for p in re.findall(r"pid (\d+)", output)]
     ports = [int(p) for p in re.findall(r"127\.0\.0\.1:(\d+)", output)]
     assert len(pids) == 3 and all(_alive(p) for p in pids)
+    # what a user needs to reach the stack by hand: the generated key pair, and every log
+    key_pair = re.search(r"key pair  (\S+) / (\S+)", output)
+    livekit_url = re.search(r"livekit-server  pid \d+  (\S+)", output)
+    assert key_pair and livekit_url, output
+    assert asyncio.run(_key_pair_works(livekit_url[1], key_pair[1], key_pair[2]))
+    logs = [Path(p) for p in re.findall(r"log {7}(\S+)", output)]
+    assert len(logs) == 3 and all(log.is_file() for log in logs), output
+    assert re.search(r"logs of each process: \S+", output), output
     assert ports and not any(_port_free(p) for p in ports)
 
     proc.send_signal(signal.SIGINT)
