@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import functools
 import logging
+import logging.handlers
 import os
+import queue
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -375,10 +378,20 @@ def create_app(settings: Settings) -> Starlette:
 
 
 def configure_logging(level: str) -> None:
-    """Plain lines on stderr; a no-op when logging is already set up (e.g. by the embedding app)."""
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    """Plain lines on stderr, written by a thread of their own: a request only queues its line,
+    so a slow or contended stderr never holds up an answer. A no-op when logging is already set
+    up (e.g. by the embedding app, or by `__main__` in the same process)."""
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    lines: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    writer = logging.StreamHandler()
+    writer.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    listener = logging.handlers.QueueListener(lines, writer)
+    listener.start()
+    atexit.register(listener.stop)  # writes every line still queued before the process ends
+    root.addHandler(logging.handlers.QueueHandler(lines))
+    root.setLevel(level.upper())
 
 
 def app_from_env() -> Starlette:
