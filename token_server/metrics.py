@@ -15,6 +15,7 @@ import contextlib
 import os
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -83,9 +84,18 @@ def livekit_call(call: str) -> Iterator[None]:
         LIVEKIT_CALL_SECONDS.labels(call, result).observe(time.perf_counter() - started)
 
 
+_request_series: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+
 def observe_request(route: str, outcome: str, seconds: float) -> None:
-    REQUESTS.labels(route, outcome).inc()
-    REQUEST_SECONDS.labels(route).observe(seconds)
+    """Count one answered request (the label children are looked up once per route and outcome,
+    both bounded sets)."""
+    series = _request_series.get((route, outcome))
+    if series is None:
+        series = (REQUESTS.labels(route, outcome), REQUEST_SECONDS.labels(route))
+        _request_series[(route, outcome)] = series
+    series[0].inc()
+    series[1].observe(seconds)
 
 
 def exposition() -> tuple[bytes, str]:

@@ -5,16 +5,20 @@ so the tokens are byte-for-byte the SDK's (tests/token_server/test_tokens.py hol
 What differs is the work per token: the SDK rebuilds its claim set with `dataclasses.asdict` and a
 deep copy each time, which made minting the endpoint's largest cost; here the grants, which are the
 same for every caller, are rendered by the SDK once, and each token only fills in its room, names
-and times before PyJWT signs it.
+and times. Signing is HS256 as PyJWT does it (its header, its compact JSON, unpadded base64url,
+HMAC-SHA256), minus PyJWT's per-call key checks and header encoding: about a third of the time.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import secrets
 import time
 from typing import Any
 
-import jwt
 from google.protobuf.json_format import MessageToDict
 from livekit import api
 from livekit.api.access_token import Claims
@@ -28,6 +32,22 @@ CALLER_GRANTS = api.VideoGrants(
 )
 # The SDK's own rendering of those grants (its key names, its order, its dropped defaults).
 _VIDEO_CLAIM: dict[str, Any] = Claims(video=CALLER_GRANTS).asdict()["video"]
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+# PyJWT's HS256 header, as it writes it (sorted keys, compact), encoded once.
+_HEADER = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
+def sign_hs256(claims: dict[str, Any], secret: str) -> str:
+    """A compact JWS of `claims`, byte-for-byte what `jwt.encode(claims, secret, "HS256")` gives."""
+    signing_input = _HEADER + b"." + _b64(_COMPACT.encode(claims).encode())
+    signature = hmac.new(secret.encode(), signing_input, hashlib.sha256).digest()
+    return (signing_input + b"." + _b64(signature)).decode()
 
 
 def participant_identity(request: TokenRequest) -> str:
@@ -65,4 +85,4 @@ def mint_token(
     claims["iss"] = settings.api_key
     claims["nbf"] = issued
     claims["exp"] = issued + settings.token_ttl_seconds
-    return jwt.encode(claims, settings.api_secret, algorithm="HS256")
+    return sign_hs256(claims, settings.api_secret)

@@ -18,7 +18,7 @@ from livekit import api
 
 from token_server.config import Settings
 from token_server.token_request import TokenRequest
-from token_server.tokens import CALLER_GRANTS, mint_token
+from token_server.tokens import CALLER_GRANTS, mint_token, sign_hs256
 
 SETTINGS = Settings(
     livekit_url="ws://127.0.0.1:7880",
@@ -128,3 +128,16 @@ def test_characters_json_escapes_are_the_sdks(room: str) -> None:
     payload = token.split(".")[1]
     decoded = json.loads(jwt.utils.base64url_decode(payload))
     assert decoded["video"]["room"] == room
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    claims=st.dictionaries(
+        st.text(max_size=10),
+        st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+        max_size=6,
+    ),
+    secret=st.text(min_size=32, max_size=64),
+)
+def test_signing_is_pyjwts(claims: dict[str, object], secret: str) -> None:
+    assert sign_hs256(claims, secret) == jwt.encode(claims, secret, algorithm="HS256")
