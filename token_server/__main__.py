@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import uvicorn
 from dotenv import load_dotenv
 
-from token_server.app import configure_logging
 from token_server.config import ConfigError, DispatchMode, Settings, load_settings
+from token_server.logs import configure_logging
 from token_server.metrics import MULTIPROC_ENV
 
 

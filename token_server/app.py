@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import functools
 import logging
-import logging.handlers
 import os
-import queue
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -31,6 +28,7 @@ from token_server.config import METRICS_PATH, OPENAPI_PATH, DispatchMode, Settin
 from token_server.dispatch import Dispatcher, dispatch_metadata
 from token_server.dispatch_follow import DispatchFollower
 from token_server.errors import ApiError
+from token_server.logs import configure_logging, flush_logs
 from token_server.openapi import openapi_route
 from token_server.request_log import RequestLogMiddleware
 from token_server.room_lock import InProcessRoomLock, RoomLock, lock_wait_seconds, room_lock_for
@@ -354,6 +352,9 @@ def create_app(settings: Settings) -> Starlette:
             await room_lock.close()
             await lkapi.aclose()
             metrics.process_exited(os.getpid())
+            # uvicorn re-raises SIGTERM once the app has stopped, which ends the process before
+            # `atexit`: write the shutdown's lines (each followed dispatch's fate) now
+            flush_logs()
 
     routes = [
         Route(settings.path, issue_token, methods=["POST"]),
@@ -375,32 +376,6 @@ def create_app(settings: Settings) -> Starlette:
     )
     app.state.settings = settings
     return app
-
-
-def configure_logging(level: str) -> None:
-    """Plain lines on stderr, written by a thread of their own: a request only queues its line,
-    so a slow or contended stderr never holds up an answer. A no-op when logging is already set
-    up (e.g. by the embedding app, or by `__main__` in the same process)."""
-    root = logging.getLogger()
-    if root.handlers:
-        return
-    lines: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    writer = logging.StreamHandler()
-    writer.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    listener = logging.handlers.QueueListener(lines, writer)
-    listener.start()
-    atexit.register(listener.stop)  # writes every line still queued before the process ends
-    root.addHandler(_LineQueue(lines))
-    root.setLevel(level.upper())
-
-
-class _LineQueue(logging.handlers.QueueHandler):
-    """Queues each record as it is, its message merged: the stdlib's copy and formatting of every
-    record (for handlers that share it) would be the costliest part of a request's line."""
-
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        record.msg, record.args = record.getMessage(), None
-        return record
 
 
 def app_from_env() -> Starlette:
