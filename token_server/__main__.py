@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             port=settings.port,
             workers=settings.workers,
             log_level=settings.log_level,
+            log_config=None,  # uvicorn's own lines go through the root logger's queue too
             access_log=False,  # request_log writes one structured line per request instead
             server_header=False,
         )

@@ -24,7 +24,10 @@ REQUESTS = 1500  # each line is ~250 bytes: several times a pipe's 64 KiB buffer
 
 async def _post_all(endpoint: str) -> list[int]:
     limits = httpx.Limits(max_connections=8)
-    async with httpx.AsyncClient(timeout=10, limits=limits) as client:
+    # No pool timeout: requests queue for the 8 connections however slow the machine is; a stall
+    # (the old synchronous logging blocked on the full pipe) is caught by the 120 s bound below.
+    timeout = httpx.Timeout(10, pool=None)
+    async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
 
         async def one() -> int:
             resp = await client.post(endpoint, json={"room_name": str(uuid.uuid4())})
