@@ -16,10 +16,12 @@ import queue
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import TextIO
 
 GATHER_SECONDS = 0.05  # lines reach stderr at most this late
 FLUSH_TIMEOUT_SECONDS = 10.0
+YIELD_EVERY = 32  # formatted lines between offers of the GIL to the request thread
 MAX_BATCH = 10_000  # lines per write, at most (a full batch is followed by the next at once)
 _writer: _LineWriter | None = None
 
@@ -56,15 +58,20 @@ class _LineWriter:
             with contextlib.suppress(queue.Empty):
                 while len(batch) < MAX_BATCH:
                     batch.append(self.queue.get_nowait())
-            text = "".join(
-                self._line(item) for item in batch if isinstance(item, logging.LogRecord)
-            )
+            text = "".join(self._lines(batch))
             with contextlib.suppress(OSError, ValueError):  # stderr closed: nowhere to write
                 self._stream.write(text)
                 self._stream.flush()
             for item in batch:
                 if isinstance(item, threading.Event):
                     item.set()
+
+    def _lines(self, batch: list[logging.LogRecord | threading.Event]) -> Iterator[str]:
+        records = [item for item in batch if isinstance(item, logging.LogRecord)]
+        for n, record in enumerate(records, start=1):
+            yield self._line(record)
+            if n % YIELD_EVERY == 0:
+                time.sleep(0)  # lets a request waiting for the GIL run: a batch never stalls one
 
     def _line(self, record: logging.LogRecord) -> str:
         try:
