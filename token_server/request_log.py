@@ -99,4 +99,4 @@ class RequestLogMiddleware:
         line = json.dumps(record, separators=(",", ":"))
         # `logger.log` minus its walk up the stack for the caller's file and line (the same for
         # every request line, and a tenth of its cost)
-        logger.handle(logger.makeRecord(logger.name, level, __file__, 0, line, None, None))
+        logger.handle(logger.makeRecord(logger.name, level, __file__, 0, line, (), None))
