@@ -44,7 +44,11 @@ def dispatch_metadata(settings: Settings, request: TokenRequest, identity: str) 
 @dataclass(frozen=True)
 class DispatchResult:
     dispatch_id: str
-    created: bool  # False when the room already had this agent dispatched (a retried request)
+    # True when this request made it; False when the room already had this agent dispatched (a
+    # retried request). The dispatch a room is created with is this request's when it carries this
+    # request's metadata, which names the caller's identity (random per token unless the caller
+    # sends its own).
+    created: bool
 
 
 @contextlib.contextmanager
@@ -77,11 +81,20 @@ FollowedLookup = Callable[[str, str], str | None]
 
 
 class Dispatcher:
-    """Idempotent CreateDispatch over one long-lived LiveKitAPI client.
+    """Idempotent dispatch over one long-lived LiveKitAPI client.
 
-    Every call here costs the same whatever the number of rooms on the server: CreateRoom (which
-    CreateDispatch itself runs) makes the room exist, so ListDispatch answers at once instead of
-    stalling ~3 s on an unknown room; ListRooms, which scans every room, is never used.
+    A new room is created with the agent among its own dispatches (CreateRoom's `agents`):
+    livekit-server creates and launches those once, when it creates the room, and never for a room
+    already live, so one call dispatches and a second request for the room adds nothing. A room
+    created that way also gets no default (unnamed) dispatch, whose job requests, each waiting out
+    a 1 s timeout for a worker nobody runs, otherwise queue every named job behind them once rooms
+    start at more than ~25 a second. ListDispatch then finds the agent's dispatch: ours when its
+    metadata is this request's (which names this caller's identity), else an earlier request's.
+    A room that existed without the agent gets a CreateDispatch.
+
+    Every call here costs the same whatever the number of rooms on the server: the room exists
+    before ListDispatch (which stalls ~3 s on an unknown room); ListRooms, which scans every room,
+    is never used.
     """
 
     def __init__(self, settings: Settings, lkapi: api.LiveKitAPI, room_lock: RoomLock) -> None:
@@ -96,7 +109,9 @@ class Dispatcher:
         The check and the create run under the room's lock (`room_lock`): in this process only,
         or, with REDIS_URL, across every process and replica sharing that Redis — so requests for
         one room arriving at the same instant, wherever they land, create one dispatch. A lock
-        that cannot be taken answers 503 before anything is asked of LiveKit.
+        that cannot be taken answers 503 before anything is asked of LiveKit. (livekit-server
+        already creates a new room's own dispatches once; the lock covers a room that existed
+        without the agent, and lets one request, the one that made the dispatch, own it.)
         """
         async with self._lock.hold(room):
             with livekit_errors(self._settings, "agent dispatch"):
@@ -104,11 +119,17 @@ class Dispatcher:
                     followed = self.followed(room, agent_name)
                     if followed is not None:
                         return DispatchResult(followed, created=False)
+                    agent = api.RoomAgentDispatch(agent_name=agent_name, metadata=metadata)
                     with livekit_call("create_room"):
-                        await self._api.room.create_room(api.CreateRoomRequest(name=room))
+                        await self._api.room.create_room(
+                            api.CreateRoomRequest(name=room, agents=[agent])
+                        )
                     for existing in await self.list(room):
                         if existing.agent_name == agent_name:
-                            return DispatchResult(existing.id, created=False)
+                            ours = existing.metadata == metadata
+                            if ours:
+                                DISPATCHES_CREATED.labels("request").inc()
+                            return DispatchResult(existing.id, created=ours)
                     created = await self.create(room, agent_name, metadata)
                     return DispatchResult(created, created=True)
 
