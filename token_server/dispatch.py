@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -28,8 +29,13 @@ from token_server.token_request import TokenRequest
 
 def dispatch_metadata(settings: Settings, request: TokenRequest, identity: str) -> str:
     """The JSON the agent's job receives. Metadata strings travel verbatim: the agent parses them
-    (they may be JSON, a Python-style dict as the platform's docs show, or plain text)."""
+    (they may be JSON, a Python-style dict as the platform's docs show, or plain text).
+
+    `token_request_id` is fresh per request, so no two requests' metadata are equal: that is how
+    `Dispatcher` tells the dispatch this request made from one an earlier request made, even when
+    a retry repeats the body, the identity and the X-Request-ID."""
     meta: dict[str, Any] = {
+        "token_request_id": uuid.uuid4().hex,
         "room_name": request.room_name,
         "participant_name": request.participant_name,
         "participant_identity": identity,
@@ -46,8 +52,7 @@ class DispatchResult:
     dispatch_id: str
     # True when this request made it; False when the room already had this agent dispatched (a
     # retried request). The dispatch a room is created with is this request's when it carries this
-    # request's metadata, which names the caller's identity (random per token unless the caller
-    # sends its own).
+    # request's metadata (unique per request: `token_request_id`).
     created: bool
 
 
@@ -89,7 +94,7 @@ class Dispatcher:
     created that way also gets no default (unnamed) dispatch, whose job requests, each waiting out
     a 1 s timeout for a worker nobody runs, otherwise queue every named job behind them once rooms
     start at more than ~25 a second. ListDispatch then finds the agent's dispatch: ours when its
-    metadata is this request's (which names this caller's identity), else an earlier request's.
+    metadata is this request's (`token_request_id` makes it unique), else an earlier request's.
     A room that existed without the agent gets a CreateDispatch.
 
     Every call here costs the same whatever the number of rooms on the server: the room exists

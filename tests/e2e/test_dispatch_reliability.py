@@ -307,8 +307,8 @@ async def test_hundreds_of_rooms_followed_at_once_stay_bounded_and_stop_cleanly(
         resp = await client.post(endpoint.endpoint, json={"room_name": "one-more"})
         assert resp.status_code == 200
     elapsed = time.monotonic() - started + 1  # the last requests' first looks
-    created = livekit.process.log_text().count("AgentDispatchService.CreateDispatch")
-    extra = created - len(rooms) - 1
+    # each room's first dispatch comes with its CreateRoom; every CreateDispatch is an extra one
+    extra = livekit.process.log_text().count("AgentDispatchService.CreateDispatch")
     assert 0 < extra <= 20 * (elapsed + 2), (extra, elapsed)
 
     endpoint.process.signal(signal.SIGTERM)

@@ -41,8 +41,15 @@ async def list_dispatches(livekit: LiveKitServer, room: str) -> list[api.AgentDi
         return await lkapi.agent_dispatch.list_dispatch(room)
 
 
+def request_lines(server: TokenServer, room: str) -> list[dict[str, Any]]:
+    """The request log lines of `room` (the log writer batches lines: wait for them first)."""
+    lines = server.process.log_text().splitlines()
+    records = [json.loads(line[line.index("{") :]) for line in lines if '"event":"request"' in line]
+    return [r for r in records if r.get("room") == room]
+
+
 def named(dispatches: list[api.AgentDispatch]) -> list[api.AgentDispatch]:
-    # livekit-server also lists a default, unnamed dispatch for every room it creates.
+    # livekit-server adds a default, unnamed dispatch to a room created without agents.
     return [d for d in dispatches if d.agent_name]
 
 
@@ -143,6 +150,67 @@ async def test_concurrent_retries_still_dispatch_once(
     assert all(r.status_code == 200 for r in responses)
     assert len({r.json()["dispatch_id"] for r in responses}) == 1
     assert len(named(await list_dispatches(livekit_server, room))) == 1
+
+
+async def test_a_new_room_is_created_with_the_agent_and_no_default_dispatch(
+    token_server: TokenServer, livekit_server: LiveKitServer
+) -> None:
+    # the room is created with the agent among its own dispatches: livekit-server then launches
+    # no unnamed default dispatch beside it (a CreateDispatch-made room lists both)
+    room = new_room()
+    answer = post(token_server, {"room_name": room, **PLATFORM_BODY})
+    assert answer.status_code == 200
+    dispatches = await list_dispatches(livekit_server, room)
+    expected = [(answer.json()["dispatch_id"], "test-agent")]
+    assert [(d.id, d.agent_name) for d in dispatches] == expected
+    token_server.process.wait_log(f'"room":"{room}".*"dispatch":"created"', timeout=10)
+
+
+async def test_a_room_that_existed_without_the_agent_gets_it_once(
+    token_server: TokenServer, livekit_server: LiveKitServer
+) -> None:
+    room = new_room()
+    async with api.LiveKitAPI(
+        livekit_server.url, livekit_server.api_key, livekit_server.api_secret
+    ) as lkapi:
+        await lkapi.room.create_room(api.CreateRoomRequest(name=room))
+    first = post(token_server, {"room_name": room, **PLATFORM_BODY})
+    second = post(token_server, {"room_name": room, **PLATFORM_BODY})
+    assert first.status_code == second.status_code == 200
+    assert first.json()["dispatch_id"] == second.json()["dispatch_id"]
+    dispatches = named(await list_dispatches(livekit_server, room))
+    assert [d.id for d in dispatches] == [first.json()["dispatch_id"]]
+    assert (
+        json.loads(dispatches[0].metadata)["participant_identity"]
+        == (first.json()["participant_identity"])
+    )
+
+
+async def test_an_identical_retry_on_another_process_does_not_claim_the_dispatch(
+    token_server: TokenServer,
+    start_token_server: TokenServerFactory,
+    livekit_server: LiveKitServer,
+) -> None:
+    # Same body, identity and X-Request-ID: only the endpoint's token_request_id tells the two
+    # requests apart. The second process must answer with the first's dispatch as an existing one
+    # (it does not follow it, nor withdraw it if its answer goes undelivered).
+    other = start_token_server(
+        AGENT_NAME="test-agent",
+        AGENT_METADATA='{"persona": "test"}',
+        TOKEN_SERVER_API_KEYS=token_server.api_key or "",
+        TOKEN_SERVER_ALLOW_NO_AUTH="0",
+    )
+    room = new_room()
+    body = {"room_name": room, "participant_identity": "caller-1", **PLATFORM_BODY}
+    request_id = {"X-Request-ID": f"retry-{room}"}
+    first = post(token_server, body, headers=request_id)
+    second = post(other, body, headers=request_id)
+    assert first.status_code == second.status_code == 200
+    assert first.json()["dispatch_id"] == second.json()["dispatch_id"]
+    assert len(named(await list_dispatches(livekit_server, room))) == 1
+    token_server.process.wait_log(f'"room":"{room}".*"dispatch":"created"', timeout=10)
+    other.process.wait_log(f'"room":"{room}".*"dispatch":"existing"', timeout=10)
+    assert [line["dispatch"] for line in request_lines(other, room)] == ["existing"]
 
 
 async def test_retry_with_same_name_does_not_kick_the_first_connection(
