@@ -821,11 +821,13 @@ def run_livekit_parts(args: argparse.Namespace, parts: set[str], report: Report)
 
 async def wait_worker_taking(lkapi: api.LiveKitAPI, limit: float = 60) -> float:
     """livekit-server offers jobs to a newly registered worker once it has refreshed the agent
-    names (up to ~5 s): dispatch probes until one's job is listed within half a second."""
+    names (up to ~5 s), and after a run of default dispatches only once their queued job
+    requests have drained (~15 s after 80 rooms/s): probes, each a room created with the agent
+    (which adds no default dispatch), until one's job is listed within half a second."""
     started = time.monotonic()
     while time.monotonic() - started < limit:
         room = f"probe-{uid()}"
-        await bare_create_dispatch(lkapi, room)
+        await room_with_agent(lkapi, room)
         await asyncio.sleep(0.5)
         listed = await lkapi.agent_dispatch.list_dispatch(room)
         await lkapi.room.delete_room(api.DeleteRoomRequest(room=room))
@@ -891,7 +893,7 @@ async def jobs_measure(lkapi: api.LiveKitAPI, args: argparse.Namespace) -> dict[
                 )
                 runs[label][str(rate)].append(stats)
                 await delete_rooms(lkapi, rooms)
-                await asyncio.sleep(2)
+                await wait_worker_taking(lkapi)  # each run starts with no job request queued
     summary = {
         label: {
             rate: {k: spread(s[k] for s in cell) for k in ("p50_s", "p90_s", "within_2s")}

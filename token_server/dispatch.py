@@ -95,7 +95,7 @@ class Dispatcher:
     a 1 s timeout for a worker nobody runs, otherwise queue every named job behind them once rooms
     start at more than ~25 a second. ListDispatch then finds the agent's dispatch: ours when its
     metadata is this request's (`token_request_id` makes it unique), else an earlier request's.
-    A room that existed without the agent gets a CreateDispatch.
+    A room that existed without the agent gets a CreateDispatch, under the room's lock.
 
     Every call here costs the same whatever the number of rooms on the server: the room exists
     before ListDispatch (which stalls ~3 s on an unknown room); ListRooms, which scans every room,
@@ -111,32 +111,44 @@ class Dispatcher:
     async def ensure_dispatched(self, room: str, agent_name: str, metadata: str) -> DispatchResult:
         """Dispatch `agent_name` to `room` unless a dispatch of it is already there.
 
-        The check and the create run under the room's lock (`room_lock`): in this process only,
-        or, with REDIS_URL, across every process and replica sharing that Redis — so requests for
-        one room arriving at the same instant, wherever they land, create one dispatch. A lock
-        that cannot be taken answers 503 before anything is asked of LiveKit. (livekit-server
-        already creates a new room's own dispatches once; the lock covers a room that existed
-        without the agent, and lets one request, the one that made the dispatch, own it.)
+        A new room needs no lock: livekit-server launches its own dispatches once, however many
+        requests and replicas create it at the same instant. Only a room that existed without the
+        agent takes the room's lock (`room_lock`: in this process, or with REDIS_URL across every
+        process and replica sharing that Redis) to look again and create the dispatch, so
+        requests arriving at the same instant, wherever they land, create one. When that lock
+        cannot be taken, the request answers 503 and nothing is dispatched.
         """
+        timeout = self._settings.dispatch_timeout_seconds
+        with livekit_errors(self._settings, "agent dispatch"):
+            async with asyncio.timeout(timeout):
+                followed = self.followed(room, agent_name)
+                if followed is not None:
+                    return DispatchResult(followed, created=False)
+                agent = api.RoomAgentDispatch(agent_name=agent_name, metadata=metadata)
+                with livekit_call("create_room"):
+                    await self._api.room.create_room(
+                        api.CreateRoomRequest(name=room, agents=[agent])
+                    )
+                found = await self._find(room, agent_name, metadata)
+                if found is not None:
+                    return found
         async with self._lock.hold(room):
             with livekit_errors(self._settings, "agent dispatch"):
-                async with asyncio.timeout(self._settings.dispatch_timeout_seconds):
-                    followed = self.followed(room, agent_name)
-                    if followed is not None:
-                        return DispatchResult(followed, created=False)
-                    agent = api.RoomAgentDispatch(agent_name=agent_name, metadata=metadata)
-                    with livekit_call("create_room"):
-                        await self._api.room.create_room(
-                            api.CreateRoomRequest(name=room, agents=[agent])
-                        )
-                    for existing in await self.list(room):
-                        if existing.agent_name == agent_name:
-                            ours = existing.metadata == metadata
-                            if ours:
-                                DISPATCHES_CREATED.labels("request").inc()
-                            return DispatchResult(existing.id, created=ours)
-                    created = await self.create(room, agent_name, metadata)
-                    return DispatchResult(created, created=True)
+                async with asyncio.timeout(timeout):  # the lock's TTL outlives this
+                    found = await self._find(room, agent_name, metadata)
+                    if found is not None:
+                        return found
+                    return DispatchResult(await self.create(room, agent_name, metadata), True)
+
+    async def _find(self, room: str, agent_name: str, metadata: str) -> DispatchResult | None:
+        """The room's dispatch of the agent: ours when it carries this request's metadata."""
+        for existing in await self.list(room):
+            if existing.agent_name == agent_name:
+                ours = existing.metadata == metadata
+                if ours:
+                    DISPATCHES_CREATED.labels("request").inc()
+                return DispatchResult(existing.id, created=ours)
+        return None
 
     async def list(self, room: str) -> list[api.AgentDispatch]:
         """The room's dispatches, with their jobs' states (unknown room: livekit's not_found)."""

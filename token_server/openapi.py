@@ -86,7 +86,10 @@ ERRORS: dict[int, dict[str, str]] = {
         Blocker.JOB_FAILED.value: "strict mode: a worker took the job and the job failed",
         Blocker.LIVEKIT.value: "strict mode: LiveKit's API failed while the job was awaited",
         "room_busy": "another request for the same room held its dispatch lock too long",
-        "redis_unavailable": "REDIS_URL is set and Redis cannot be reached",
+        "redis_unavailable": (
+            "REDIS_URL is set, the room existed without the agent (the case that takes the lock) "
+            "and Redis cannot be reached"
+        ),
     },
     504: {"livekit_timeout": "LiveKit did not answer within DISPATCH_TIMEOUT_SECONDS"},
 }

@@ -1,8 +1,10 @@
 """The per-room lock around the dispatch's check-and-create, so a room gets one agent.
 
-Two token requests for the same room at the same instant would both find no dispatch and both
-create one: two agents in the call. Whoever holds the room's lock checks and creates; the other
-waits, then finds the dispatch made. Which lock is chosen once at start-up (`room_lock_for`):
+A new room needs none: it is created with the agent among its own dispatches, which livekit-server
+launches once. A room that existed without the agent does: two token requests for it at the same
+instant would both find no dispatch and both create one, two agents in the call. Whoever holds
+the room's lock checks and creates; the other waits, then finds the dispatch made. Which lock is
+chosen once at start-up (`room_lock_for`):
 
 - `InProcessRoomLock` (no `REDIS_URL`): one `asyncio.Lock` per room while in use. It covers
   requests reaching this process, not another worker process or replica.

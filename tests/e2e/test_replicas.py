@@ -1,8 +1,11 @@
 """Two token-server replicas on one Redis, hit at the same instant for the same rooms: one agent
 per room. Real redis-server, real livekit-server (a node on that Redis), real token servers.
 
-Without REDIS_URL each replica locks only itself, and the same burst can dispatch twice to a room;
-the figures of every burst are printed (`pytest -s`) for the record.
+A new room gets one dispatch whatever the replicas do: it is created with the agent among its own
+dispatches, which livekit-server launches once. The Redis lock is what keeps a room that existed
+without the agent (created by someone else first) to one: without REDIS_URL each replica locks
+only itself, and the same burst can dispatch twice to such a room. The figures of every burst are
+printed (`pytest -s`) for the record.
 """
 
 from __future__ import annotations
@@ -79,16 +82,23 @@ async def named_dispatches(
         async def one(room: str) -> list[api.AgentDispatch]:
             async with gate:
                 listed = await lkapi.agent_dispatch.list_dispatch(room)
-            # livekit-server also lists an unnamed default dispatch in every room it creates
+            # livekit-server lists an unnamed default dispatch in a room created without agents
             return [d for d in listed if d.agent_name]
 
         found = await asyncio.gather(*(one(room) for room in rooms))
     return dict(zip(rooms, found, strict=True))
 
 
-async def same_instant(replicas: tuple[TokenServer, TokenServer], livekit: LiveKitServer) -> Burst:
-    """Every room asked of both replicas at once: all 2 x ROOMS requests leave together."""
+async def same_instant(
+    replicas: tuple[TokenServer, TokenServer], livekit: LiveKitServer, existing: bool = False
+) -> Burst:
+    """Every room asked of both replicas at once: all 2 x ROOMS requests leave together.
+    `existing`: the rooms are created first, without agents (as a caller joining first would)."""
     rooms = [f"replica-{uuid.uuid4()}" for _ in range(ROOMS)]
+    if existing:
+        async with api.LiveKitAPI(livekit.url, livekit.api_key, livekit.api_secret) as lkapi:
+            for room in rooms:
+                await lkapi.room.create_room(api.CreateRoomRequest(name=room))
     barrier = asyncio.Barrier(2 * ROOMS)
     latencies: list[float] = []
     limits = httpx.Limits(max_connections=ROOMS, max_keepalive_connections=ROOMS)
@@ -128,9 +138,9 @@ async def test_two_replicas_on_one_redis_send_one_agent_per_room(cluster: Cluste
         cluster.stack.start_token_server(cluster.livekit, env=env),
         cluster.stack.start_token_server(cluster.livekit, env=env),
     )
-    for _ in range(BURSTS):
-        burst = await same_instant(replicas, cluster.livekit)
-        print("\n" + burst.summary("with REDIS_URL"))
+    for existing in [False] + [True] * BURSTS:
+        burst = await same_instant(replicas, cluster.livekit, existing)
+        print("\n" + burst.summary(f"with REDIS_URL, {'existing' if existing else 'new'} rooms"))
         for room, (a, b) in burst.answers.items():
             assert (a.status_code, b.status_code) == (200, 200), (room, a.text, b.text)
             # both callers were told of the one dispatch the room has
@@ -141,16 +151,31 @@ async def test_two_replicas_on_one_redis_send_one_agent_per_room(cluster: Cluste
         assert f"dispatch_lock={cluster.redis.url}" in replica.process.log_text()
 
 
+async def test_without_redis_new_rooms_still_get_one_agent(cluster: Cluster) -> None:
+    """New rooms need no shared lock: livekit-server launches a room's own dispatches once."""
+    replicas = (
+        cluster.stack.start_token_server(cluster.livekit, env=REPLICA_ENV),
+        cluster.stack.start_token_server(cluster.livekit, env=REPLICA_ENV),
+    )
+    burst = await same_instant(replicas, cluster.livekit)
+    print("\n" + burst.summary("without REDIS_URL, new rooms"))
+    for room, (a, b) in burst.answers.items():
+        assert (a.status_code, b.status_code) == (200, 200), (room, a.text, b.text)
+        [dispatch] = burst.named[room]
+        assert a.json()["dispatch_id"] == b.json()["dispatch_id"] == dispatch.id
+
+
 async def test_without_redis_each_replica_locks_only_itself(cluster: Cluster) -> None:
-    """The control: the same burst, the lock per process. Both replicas answer every request and
-    every room gets its agent; how many rooms get two depends on timing, so it is printed."""
+    """The control: rooms that existed without the agent, the lock per process. Both replicas
+    answer every request and every room gets its agent; how many rooms get two depends on
+    timing, so it is printed."""
     replicas = (
         cluster.stack.start_token_server(cluster.livekit, env=REPLICA_ENV),
         cluster.stack.start_token_server(cluster.livekit, env=REPLICA_ENV),
     )
     for _ in range(BURSTS):
-        burst = await same_instant(replicas, cluster.livekit)
-        print("\n" + burst.summary("without REDIS_URL"))
+        burst = await same_instant(replicas, cluster.livekit, existing=True)
+        print("\n" + burst.summary("without REDIS_URL, existing rooms"))
         for room, answers in burst.answers.items():
             assert [r.status_code for r in answers] == [200, 200], room
             ids = {d.id for d in burst.named[room]}
@@ -160,15 +185,19 @@ async def test_without_redis_each_replica_locks_only_itself(cluster: Cluster) ->
         assert "dispatch_lock=in-process" in replica.process.log_text()
 
 
-async def rooms_named(livekit: LiveKitServer, *rooms: str) -> list[str]:
+async def create_rooms(livekit: LiveKitServer, *rooms: str) -> None:
+    """Rooms made without agents, as a caller joining before any token request would."""
     async with api.LiveKitAPI(livekit.url, livekit.api_key, livekit.api_secret) as lkapi:
-        listed = await lkapi.room.list_rooms(api.ListRoomsRequest(names=list(rooms)))
-    return [room.name for room in listed.rooms]
+        for room in rooms:
+            await lkapi.room.create_room(api.CreateRoomRequest(name=room))
 
 
 async def test_redis_going_away_answers_503_with_no_token_and_no_dispatch(
     cluster: Cluster,
 ) -> None:
+    """The lock guards rooms that existed without the agent; with Redis gone those answer 503
+    and dispatch nothing, while new rooms, which livekit-server dispatches once on its own,
+    are still served."""
     # A Redis of its own (the others' keeps running), with a password that must never show.
     redis = cluster.stack.start_redis()
     password = "redis-password-never-in-a-log"
@@ -181,6 +210,8 @@ async def test_redis_going_away_answers_503_with_no_token_and_no_dispatch(
         env={**REPLICA_ENV, "REDIS_URL": redis_url, "DISPATCH_TIMEOUT_SECONDS": "1"},
     )
     body = {"participant_name": "simulated_user"}
+    orphaned, during = f"orphaned-{uuid.uuid4()}", f"during-outage-{uuid.uuid4()}"
+    await create_rooms(cluster.livekit, orphaned, during)
     async with httpx.AsyncClient(timeout=30) as client:
         ok = await client.post(replica.endpoint, json={**body, "room_name": "before-the-outage"})
         assert ok.status_code == 200 and ok.json()["dispatch_id"].startswith("AD_")
@@ -188,22 +219,24 @@ async def test_redis_going_away_answers_503_with_no_token_and_no_dispatch(
 
         # A replica that died holding a room leaves its key: the room waits for its expiry.
         held = aioredis.Redis.from_url(redis_url)
-        await held.set("token-server:dispatch-lock:orphaned", b"dead", px=1500)
+        await held.set(f"token-server:dispatch-lock:{orphaned}", b"dead", px=1500)
         await held.aclose()
         started = time.monotonic()
-        busy = await client.post(replica.endpoint, json={**body, "room_name": "orphaned"})
+        busy = await client.post(replica.endpoint, json={**body, "room_name": orphaned})
         waited = time.monotonic() - started
         assert busy.status_code == 503 and busy.json()["error"] == "room_busy", busy.text
         assert busy.headers["retry-after"] == "1"  # the key has < 1 s left to live
         assert 0.9 < waited < 3  # the wait bound: DISPATCH_TIMEOUT_SECONDS
+        assert (await named_dispatches(cluster.livekit, [orphaned]))[orphaned] == []
         await asyncio.sleep(1.0)
-        after = await client.post(replica.endpoint, json={**body, "room_name": "orphaned"})
+        after = await client.post(replica.endpoint, json={**body, "room_name": orphaned})
         assert after.status_code == 200, after.text  # expired: the room is free again
 
         cluster.stack.stop(redis.process)
         started = time.monotonic()
-        down = await client.post(replica.endpoint, json={**body, "room_name": "during-outage"})
+        down = await client.post(replica.endpoint, json={**body, "room_name": during})
         answered_in = time.monotonic() - started
+        new_room = await client.post(replica.endpoint, json={**body, "room_name": "new-in-outage"})
         ready = await client.get(replica.base_url + "/readyz")
         health = await client.get(replica.base_url + "/healthz")
 
@@ -215,8 +248,12 @@ async def test_redis_going_away_answers_503_with_no_token_and_no_dispatch(
     assert answered_in < 5
     assert (ready.status_code, ready.json()["error"]) == (503, "redis_unavailable")
     assert health.status_code == 200 and replica.process.alive()  # no crash
-    # nothing reached LiveKit for those rooms: the lock is taken before the room is created
-    assert await rooms_named(cluster.livekit, "during-outage") == []
+    # nothing was dispatched to the room the lock was needed for
+    assert (await named_dispatches(cluster.livekit, [during]))[during] == []
+    # a new room needed no lock: served, with its one dispatch
+    assert new_room.status_code == 200, new_room.text
+    [dispatch] = (await named_dispatches(cluster.livekit, ["new-in-outage"]))["new-in-outage"]
+    assert new_room.json()["dispatch_id"] == dispatch.id
 
     # the request line reaches the log file within the writer's 50 ms batching
     replica.process.wait_log('"outcome":"redis_unavailable"', timeout=10)
