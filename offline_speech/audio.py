@@ -50,6 +50,17 @@ def dbfs(audio: Int16Array | Float32Array) -> float:
     return 20.0 * math.log10(rms) if rms > 0 else -math.inf
 
 
+def window_dbfs(audio: Int16Array | Float32Array, windows: int) -> npt.NDArray[np.float64]:
+    """RMS level in dBFS of each of `windows` equal slices of the audio (a remainder too short
+    for a slice is left out); -inf for digital silence."""
+    size = audio.size // windows
+    if size == 0:
+        return np.full(windows, -math.inf)
+    scaled = _full_scale(audio[: windows * size]).reshape(windows, size)
+    with np.errstate(divide="ignore"):
+        return 10.0 * np.log10(np.mean(np.square(scaled), axis=1))
+
+
 def trim_silence(
     audio: Pcm, rate: int, keep_lead_ms: int, keep_tail_ms: int, floor: float = 0.005
 ) -> Pcm:

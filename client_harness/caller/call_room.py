@@ -23,20 +23,23 @@ import numpy as np
 from livekit import rtc
 
 from client_harness.measurement.recorder import AGENT, CALLER, Recorder
+from client_harness.measurement.stream_clock import StreamClock
 from client_harness.measurement.vad import EnergyVad, Utterance, VadSettings
 
 log = logging.getLogger("client_harness.caller.call_room")
 
 LISTEN_RATE = 16_000
-FRAME_MS = 20
-CALLER_FRAME_MS = 20
+# Audio crosses the FFI in 100 ms frames each way: every frame is a native call or event and an
+# event-loop wakeup, and 20 ms frames cost the harness ~5x as many. The VAD still times edges
+# to 10 ms (it judges 10 ms windows) and the stream clock places frames by their samples.
+FRAME_MS = 100
+CALLER_FRAME_MS = 100
 AGENT_STATE_ATTR = "lk.agent.state"
 AGENT_NAME_ATTR = "lk.agent.name"
 TRANSCRIPTION_TOPIC = "lk.transcription"
 TRANSCRIBED_TRACK_ATTR = "lk.transcribed_track_id"
 CHAT_TOPIC = "lk.chat"
 _SILENT_PEAK = 10  # frames peaking at or below this (-70 dBFS) are not stored in the recording
-_REANCHOR_SECONDS = 0.25  # a gap this large in arrival means the stream really paused
 
 
 class Clock:
@@ -339,30 +342,21 @@ class CallRoom:
         self._spawn(self._read_audio(stream))
 
     async def _read_audio(self, stream: rtc.AudioStream) -> None:
-        """Stream clock: samples counted since an anchor, re-anchored only after a real pause,
-        so event-loop lag under load does not smear the timestamps."""
-        anchor: float | None = None
-        samples = 0
+        clock = StreamClock(LISTEN_RATE, self.clock.now)
         async for event in stream:
             frame = event.frame
             pcm = np.frombuffer(frame.data, dtype=np.int16)
             duration = frame.samples_per_channel / frame.sample_rate
-            arrival = self.clock.now()
-            if (
-                anchor is None
-                or arrival - (anchor + samples / LISTEN_RATE + duration) > _REANCHOR_SECONDS
-            ):
-                anchor, samples = arrival - duration, 0
-            t = anchor + samples / LISTEN_RATE
-            samples += frame.samples_per_channel
+            t = clock.place(frame.samples_per_channel)
             if self.vad.speaking or (pcm.size and np.abs(pcm).max() > _SILENT_PEAK):
                 self.recorder.place(AGENT, t, pcm, frame.sample_rate)
-            edge = self.vad.push(t, duration, pcm)
-            if edge == "start" and self.first_audio_at is None and self.vad.current is not None:
-                self.first_audio_at = self.vad.current.start
-            if edge == "end" and self.on_utterance_end is not None:
-                self.on_utterance_end(self.vad.utterances[-1])
-            if edge is not None:
+            edges = self.vad.push(t, duration, pcm)
+            for edge in edges:
+                if edge == "start" and self.first_audio_at is None and self.vad.current is not None:
+                    self.first_audio_at = self.vad.current.start
+                if edge == "end" and self.on_utterance_end is not None:
+                    self.on_utterance_end(self.vad.utterances[-1])
+            if edges:
                 await self.notify()
 
     def _on_text_stream(self, reader: rtc.TextStreamReader, participant_identity: str) -> None:

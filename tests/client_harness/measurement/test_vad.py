@@ -18,9 +18,7 @@ def run_vad(
     vad = EnergyVad(settings)
     edges = []
     for i, pcm in enumerate(frames(pattern)):
-        edge = vad.push(i * FRAME, FRAME, pcm)
-        if edge:
-            edges.append((round(i * FRAME, 2), edge))
+        edges += [(round(i * FRAME, 2), edge) for edge in vad.push(i * FRAME, FRAME, pcm)]
     return vad, edges
 
 
@@ -39,6 +37,21 @@ def test_vad_keeps_a_short_pause_inside_one_utterance() -> None:
 def test_vad_splits_on_a_long_pause_and_ignores_clicks() -> None:
     vad, _ = run_vad("s" * 20 + "." * 50 + "s" + "." * 10 + "s" * 20 + "." * 50)
     assert len(vad.utterances) == 2
+
+
+def test_vad_times_edges_to_10_ms_inside_large_frames() -> None:
+    """The harness reads 100 ms frames; an utterance starting 30 ms into one is timed there."""
+    pattern = "." * 6 + "s" * 40 + "." * 60 + "s" * 9  # 20 ms frames, regrouped by five below
+    pcm = np.concatenate(frames(pattern))
+    big = 5 * round(16_000 * FRAME)
+    vad, edges = EnergyVad(), []
+    for i in range(0, pcm.size, big):
+        edges.append(vad.push(i / 16_000, 0.1, pcm[i : i + big]))
+    assert edges[1] == ["start"]  # in the second frame, not at its start
+    assert vad.utterances[0].start == pytest.approx(0.12)
+    assert vad.utterances[0].end == pytest.approx(0.92)
+    assert ["end"] in edges and vad.speaking  # the second utterance (0.1 s of tone) has begun
+    assert vad.current is not None and vad.current.start == pytest.approx(2.12)
 
 
 def test_vad_flush_closes_an_open_utterance() -> None:
