@@ -9,11 +9,13 @@ energy VAD, Whisper transcripts, the stereo recording) and reports:
 
 - the harness's CPU seconds per simulated minute (its run phase, as its report records it) and
   the share of its core that was;
+- how busy each core was (the stack's core must not be the limit for the figure to be the
+  harness's);
 - its peak PSS, and the memory each simulation adds (peak PSS at N minus at 1, over N - 1);
 - turn-latency error: per turn, the harness's response latency minus the playback agent's own
-  measure of the same turn, less the median of that difference at level 1 (the transport and the
-  two VADs' fixed offsets). A level is sustained when every simulation passed and p95 |error|
-  is under 50 ms.
+  measure of the same turn, less the median of that difference for the same turn of the script
+  at level 1 (the transport and the two VADs' fixed offsets, which differ with how each line
+  ends). A level is sustained when every simulation passed and p95 |error| is under 50 ms.
 
     uv run python bench/spoken_capacity.py                     # levels 1 2 4 8 12 16, 3 reps
     uv run python bench/spoken_capacity.py --levels 1 8 --reps 1
@@ -42,7 +44,7 @@ STACK_CORE, HARNESS_CORE = 0, 1
 ERROR_LIMIT_S = 0.050
 
 
-def harness_argv(livekit: Any, endpoint: str, level: int, out: Path) -> list[str]:
+def harness_argv(livekit: Any, endpoint: str, level: int, out: Path, extra: list[str]) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -69,6 +71,7 @@ def harness_argv(livekit: Any, endpoint: str, level: int, out: Path) -> list[str
         "--out",
         str(out),
         "--quiet",
+        *extra,
     ]
 
 
@@ -98,15 +101,36 @@ async def run_harness(argv: list[str]) -> tuple[int, float]:
     return proc.returncode or 0, peak
 
 
-def offsets(report: dict[str, Any], truth: dict[tuple[str, int], float]) -> list[float]:
-    """Per answered turn: harness response latency minus the agent's own measure of it."""
+def core_times() -> dict[int, tuple[int, int]]:
+    """Per core: (busy, total) jiffies since boot, from /proc/stat."""
+    out = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *fields = line.split()
+        if name.startswith("cpu") and name != "cpu":
+            values = [int(x) for x in fields]
+            idle = values[3] + values[4]  # idle + iowait
+            out[int(name[3:])] = (sum(values) - idle, sum(values))
+    return out
+
+
+def core_busy(before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]]) -> list[float]:
+    """Share of each core that was busy between two core_times() readings (whoever used it)."""
+    return [
+        (after[c][0] - before[c][0]) / max(1, after[c][1] - before[c][1])
+        for c in (STACK_CORE, HARNESS_CORE)
+    ]
+
+
+def offsets(report: dict[str, Any], truth: dict[tuple[str, int], float]) -> list[tuple[int, float]]:
+    """Per answered turn: its index, and the harness's response latency minus the agent's own
+    measure of it."""
     out = []
     for sim in report["simulations"]:
         for turn in sim["turns"]:
             latency = turn.get("response_latency_s")
             key = (sim["room_name"], turn["index"])
             if latency is not None and key in truth:
-                out.append(latency - truth[key])
+                out.append((turn["index"], latency - truth[key]))
     return out
 
 
@@ -118,11 +142,13 @@ def p95(values: list[float]) -> float | None:
 
 
 async def one_run(
-    playback: Playback, livekit: Any, endpoint: str, level: int, out: Path
+    playback: Playback, livekit: Any, endpoint: str, level: int, out: Path, extra: list[str]
 ) -> dict[str, Any]:
     playback.truths.clear()
     playback.errors.clear()
-    code, peak_pss = await run_harness(harness_argv(livekit, endpoint, level, out))
+    cores = core_times()
+    code, peak_pss = await run_harness(harness_argv(livekit, endpoint, level, out, extra))
+    stack_busy, harness_core_busy = core_busy(cores, core_times())
     report = json.loads((out / "report.json").read_text())
     sims = report["simulations"]
     minutes = sum(s.get("duration_s") or 0.0 for s in sims) / 60.0
@@ -141,6 +167,8 @@ async def one_run(
         "simulated_minutes": minutes,
         "cpu_s_per_simulated_minute": cpu / minutes if minutes else None,
         "core_share": cpu / report["meta"]["wall_s"],
+        "stack_core_busy": stack_busy,
+        "harness_core_busy": harness_core_busy,
         "peak_pss_mb": peak_pss,
         "offsets_s": offsets(report, truth),
         "agent_latency_s": sorted(truth.values()),
@@ -150,13 +178,17 @@ async def one_run(
 
 def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per level, medians (min–max) over repetitions; errors against level 1's median offset."""
-    base_offsets = [o for r in runs if r["level"] == 1 for o in r["offsets_s"]]
-    base = statistics.median(base_offsets) if base_offsets else 0.0
+    by_turn: dict[int, list[float]] = {}
+    for r in runs:
+        if r["level"] == 1:
+            for turn, offset in r["offsets_s"]:
+                by_turn.setdefault(turn, []).append(offset)
+    base = {turn: statistics.median(values) for turn, values in by_turn.items()}
     base_pss = statistics.median([r["peak_pss_mb"] for r in runs if r["level"] == 1] or [0.0])
     rows = []
     for level in sorted({r["level"] for r in runs}):
         reps = [r for r in runs if r["level"] == level]
-        errors = [abs(o - base) for r in reps for o in r["offsets_s"]]
+        errors = [abs(o - base[t]) for r in reps for t, o in r["offsets_s"] if t in base]
         cpu = [r["cpu_s_per_simulated_minute"] for r in reps if r["cpu_s_per_simulated_minute"]]
         pss = [r["peak_pss_mb"] for r in reps]
         passed = all(r["passed"] == level for r in reps)
@@ -171,6 +203,7 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "cpu_s_per_sim_min": statistics.median(cpu) if cpu else None,
                 "cpu_s_per_sim_min_range": [min(cpu), max(cpu)] if cpu else None,
                 "core_share": statistics.median([r["core_share"] for r in reps]),
+                "stack_core_busy": statistics.median([r.get("stack_core_busy", 0.0) for r in reps]),
                 "peak_pss_mb": statistics.median(pss),
                 "pss_per_added_sim_mb": (statistics.median(pss) - base_pss) / (level - 1)
                 if level > 1
@@ -186,8 +219,8 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def table(rows: list[dict[str, Any]]) -> str:
     head = (
         f"{'sims':>4} {'reps':>4} {'passed':>6} {'turns':>7} {'CPU s/sim-min':>13} "
-        f"{'core':>5} {'peak PSS MB':>11} {'MB/added sim':>12} {'err p95 ms':>10} "
-        f"{'err max ms':>10} {'sustained':>9}"
+        f"{'core':>5} {'stack core':>10} {'peak PSS MB':>11} {'MB/added sim':>12} "
+        f"{'err p95 ms':>10} {'err max ms':>10} {'sustained':>9}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
@@ -200,7 +233,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         e95, emax = r["latency_error_p95_ms"], r["latency_error_max_ms"]
         lines.append(
             f"{r['level']:>4} {r['reps']:>4} {r['all_passed']!s:>6} {r['turns_answered']:>7} "
-            f"{cpu_s:>13} {r['core_share']:>5.2f} {r['peak_pss_mb']:>11.0f} "
+            f"{cpu_s:>13} {r['core_share']:>5.2f} {r['stack_core_busy']:>10.2f} "
+            f"{r['peak_pss_mb']:>11.0f} "
             f"{'-' if added is None else f'{added:.1f}':>12} "
             f"{'-' if e95 is None else f'{e95:.0f}':>10} "
             f"{'-' if emax is None else f'{emax:.0f}':>10} {r['sustained']!s:>9}"
@@ -215,11 +249,27 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 2, 4, 8, 12, 16])
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--delay", type=float, default=0.2, help="agent reply delay, s")
+    parser.add_argument(
+        "--no-transcribe", action="store_true", help="run the harness without its STT"
+    )
+    parser.add_argument("--summarize", type=Path, help="only print the table of a results JSON")
     return parser.parse_args()
+
+
+def print_summary(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = summarize(runs)
+    print()
+    print(table(rows))
+    sustained = [r["level"] for r in rows if r["sustained"]]
+    print(f"\nlargest level sustained: {max(sustained) if sustained else 'none'}")
+    return rows
 
 
 async def main() -> None:
     args = parse_args()
+    if args.summarize:
+        print_summary(json.loads(args.summarize.read_text())["runs"])
+        return
     if 1 not in args.levels:
         args.levels = [1, *args.levels]
     if len(os.sched_getaffinity(0)) < 2:
@@ -227,6 +277,7 @@ async def main() -> None:
     # Before any thread exists, so every thread and child of this process inherits the core.
     os.sched_setaffinity(0, {STACK_CORE})
     stamp = time.strftime("%Y%m%d-%H%M%S")
+    extra = ["--no-transcribe"] if args.no_transcribe else []
     runs: list[dict[str, Any]] = []
     with LocalStack() as stack:
         livekit = stack.start_livekit()
@@ -238,7 +289,7 @@ async def main() -> None:
         for rep in range(args.reps):
             for level in args.levels:  # levels interleaved within each repetition
                 out = RESULTS / f"spoken_capacity-{stamp}" / f"n{level}-r{rep}"
-                run = await one_run(playback, livekit, endpoint.endpoint, level, out)
+                run = await one_run(playback, livekit, endpoint.endpoint, level, out, extra)
                 runs.append(run)
                 print(
                     f"rep {rep + 1}/{args.reps} sims {level:>3}: passed {run['passed']}/{level}, "
@@ -250,11 +301,7 @@ async def main() -> None:
                 )
         stop.set()
         await serving
-    rows = summarize(runs)
-    print()
-    print(table(rows))
-    sustained = [r["level"] for r in rows if r["sustained"]]
-    print(f"\nlargest level sustained: {max(sustained) if sustained else 'none'}")
+    rows = print_summary(runs)
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"spoken_capacity-{stamp}.json"
     path.write_text(json.dumps({"rows": rows, "runs": runs}, indent=1))
