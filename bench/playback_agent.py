@@ -45,6 +45,8 @@ class TurnTruth:
     room: str
     turn: int  # 1-based, as in the harness report
     latency_s: float  # caller speech end (stream clock) → first reply frame sent
+    heard_end_unix: float  # the caller's speech end as this agent heard it, wall clock
+    reply_unix: float  # first reply frame sent, wall clock
 
 
 @dataclass
@@ -157,7 +159,10 @@ class Playback:
     ) -> None:
         await asyncio.sleep(self.delay_s)
         started = time.monotonic()
-        self.truths.append(TurnTruth(name, turn, started - speech_end))
+        to_unix = time.time() - started
+        self.truths.append(
+            TurnTruth(name, turn, started - speech_end, speech_end + to_unix, started + to_unix)
+        )
         await self._play(source, self.replies[turn - 1])
 
     async def _play(self, source: rtc.AudioSource, pcm: npt.NDArray[np.int16]) -> None:

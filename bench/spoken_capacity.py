@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from playback_agent import Playback
+from playback_agent import Playback, TurnTruth
 from process_usage import memory_mb
 
 from local_stack import LocalStack
@@ -134,6 +134,23 @@ def offsets(report: dict[str, Any], truth: dict[tuple[str, int], float]) -> list
     return out
 
 
+def path_delays(report: dict[str, Any], truths: list[TurnTruth]) -> dict[str, list[float]]:
+    """Per answered turn, on the shared wall clock: caller speech end as the harness sent it →
+    as the agent heard it, and the agent's first reply frame sent → as the harness heard it.
+    Which of the two grows shows which side's audio path a turn error comes from."""
+    by_key = {(t.room, t.turn): t for t in truths}
+    up, down = [], []
+    for sim in report["simulations"]:
+        zero = sim.get("started_at")
+        for turn in sim["turns"]:
+            truth = by_key.get((sim["room_name"], turn["index"]))
+            if zero is None or truth is None or turn.get("agent_start") is None:
+                continue
+            up.append(truth.heard_end_unix - (zero + turn["caller_end"]))
+            down.append(zero + turn["agent_start"] - truth.reply_unix)
+    return {"caller_to_agent_s": up, "agent_to_caller_s": down}
+
+
 def p95(values: list[float]) -> float | None:
     if not values:
         return None
@@ -171,9 +188,18 @@ async def one_run(
         "harness_core_busy": harness_core_busy,
         "peak_pss_mb": peak_pss,
         "offsets_s": offsets(report, truth),
+        **path_delays(report, playback.truths),
         "agent_latency_s": sorted(truth.values()),
         "agent_errors": list(playback.errors),
     }
+
+
+def pooled(reps: list[dict[str, Any]], key: str) -> list[float]:
+    return [v for r in reps for v in r.get(key, [])]
+
+
+def ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000
 
 
 def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -209,6 +235,8 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 if level > 1
                 else None,
                 "latency_error_p95_ms": None if err95 is None else err95 * 1000,
+                "caller_to_agent_p95_ms": ms(p95(pooled(reps, "caller_to_agent_s"))),
+                "agent_to_caller_p95_ms": ms(p95(pooled(reps, "agent_to_caller_s"))),
                 "latency_error_max_ms": max(errors) * 1000 if errors else None,
                 "sustained": passed and err95 is not None and err95 < ERROR_LIMIT_S,
             }
@@ -216,11 +244,15 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def fmt_ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     head = (
         f"{'sims':>4} {'reps':>4} {'passed':>6} {'turns':>7} {'CPU s/sim-min':>13} "
         f"{'core':>5} {'stack core':>10} {'peak PSS MB':>11} {'MB/added sim':>12} "
-        f"{'err p95 ms':>10} {'err max ms':>10} {'sustained':>9}"
+        f"{'err p95 ms':>10} {'err max ms':>10} {'sustained':>9} {'path p95 ms up/down':>19}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
@@ -237,7 +269,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"{r['peak_pss_mb']:>11.0f} "
             f"{'-' if added is None else f'{added:.1f}':>12} "
             f"{'-' if e95 is None else f'{e95:.0f}':>10} "
-            f"{'-' if emax is None else f'{emax:.0f}':>10} {r['sustained']!s:>9}"
+            f"{'-' if emax is None else f'{emax:.0f}':>10} {r['sustained']!s:>9} "
+            f"{fmt_ms(r.get('caller_to_agent_p95_ms'))}/{fmt_ms(r.get('agent_to_caller_p95_ms'))}"
         )
     return "\n".join(lines)
 

@@ -47,6 +47,7 @@ class Clock:
 
     def __init__(self) -> None:
         self.zero = time.monotonic()
+        self.zero_unix = time.time()  # the same instant on the wall clock, for lining up logs
 
     def now(self) -> float:
         return time.monotonic() - self.zero

@@ -110,6 +110,7 @@ async def _simulate(
     clock = Clock()
     room_name = new_room_name()
     result = SimulationResult(index, room_name, options.mode, scenario.name)
+    result.started_at = clock.zero_unix
 
     # Step 2–4: the token request.
     request = build_token_request(config, room_name)

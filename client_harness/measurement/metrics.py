@@ -90,6 +90,9 @@ class SimulationResult:
     # name, or "reconnecting" when the SDK was still trying to get the connection back.
     caller_disconnect_reason: str | None = None
     server_url: str | None = None
+    # Unix time of the timeline's zero (the token request): every timing below is seconds after
+    # it, so a report lines up with the server's and the agent's logs.
+    started_at: float | None = None
     # Timings.
     token_request_s: float | None = None
     connect_s: float | None = None

@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import datetime
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -361,9 +362,12 @@ async def test_agent_leaving_after_two_answers_is_agent_left(
         pause_before_reply_seconds=1.5,
         max_duration_seconds=60,
     )
+    before = time.time()
     result = await simulate_with(
         agent, silent_server, livekit_server, scenario, agent_join_timeout=10
     )
+    # the timeline's zero on the wall clock, to line the report up with other logs
+    assert result.started_at is not None and before <= result.started_at <= time.time()
 
     # The fault happened as scripted: two answers, then the agent left.
     assert agent.left.is_set() and len(agent.heard) == 2, agent.heard
