@@ -29,7 +29,7 @@ from offline_speech import Synthesizer, Voice
 
 IDENTITY = "playback-agent"
 LISTEN_RATE = 16_000
-FRAME_MS = 20
+FRAME_MS = 100  # as the harness: 100 ms frames keep this side of the pinned stack light
 POLL_SECONDS = 0.2
 GREETING = "Hello, thanks for calling the restaurant. How can I help you?"
 # One reply per caller turn of the booking scenario, worded to meet its expectations.
