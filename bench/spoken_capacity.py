@@ -19,12 +19,15 @@ energy VAD, Whisper transcripts, the stereo recording) and reports:
 
     uv run python bench/spoken_capacity.py                     # levels 1 2 4 8 12 16, 3 reps
     uv run python bench/spoken_capacity.py --levels 1 8 --reps 1
+    git worktree add /tmp/old <commit> && \
+        uv run python bench/spoken_capacity.py --levels 1 4 8 --compare /tmp/old
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import statistics
@@ -75,11 +78,11 @@ def harness_argv(livekit: Any, endpoint: str, level: int, out: Path, extra: list
     ]
 
 
-async def run_harness(argv: list[str]) -> tuple[int, float]:
+async def run_harness(argv: list[str], root: Path) -> tuple[int, float]:
     """Run the harness pinned to its core; its exit code and peak PSS (MB, sampled each 0.5 s)."""
     proc = await asyncio.create_subprocess_exec(
         *argv,
-        cwd=ROOT,
+        cwd=root,  # `python -m` imports the harness from here first
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
         preexec_fn=lambda: os.sched_setaffinity(0, {HARNESS_CORE}),
@@ -159,12 +162,18 @@ def p95(values: list[float]) -> float | None:
 
 
 async def one_run(
-    playback: Playback, livekit: Any, endpoint: str, level: int, out: Path, extra: list[str]
+    playback: Playback,
+    livekit: Any,
+    endpoint: str,
+    level: int,
+    out: Path,
+    extra: list[str],
+    root: Path,
 ) -> dict[str, Any]:
     playback.truths.clear()
     playback.errors.clear()
     cores = core_times()
-    code, peak_pss = await run_harness(harness_argv(livekit, endpoint, level, out, extra))
+    code, peak_pss = await run_harness(harness_argv(livekit, endpoint, level, out, extra), root)
     stack_busy, harness_core_busy = core_busy(cores, core_times())
     report = json.loads((out / "report.json").read_text())
     sims = report["simulations"]
@@ -173,6 +182,7 @@ async def one_run(
     truth = {(t.room, t.turn): t.latency_s for t in playback.truths}
     return {
         "level": level,
+        "harness": str(root),
         "exit_code": code,
         "passed": sum(1 for s in sims if s.get("ok")),
         "turns_answered": sum(
@@ -285,17 +295,39 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--no-transcribe", action="store_true", help="run the harness without its STT"
     )
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        help="another checkout (e.g. a git worktree of an older commit): its harness runs "
+        "beside this one, interleaved, and the ratios are printed",
+    )
     parser.add_argument("--summarize", type=Path, help="only print the table of a results JSON")
     return parser.parse_args()
 
 
 def print_summary(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    rows = summarize(runs)
-    print()
-    print(table(rows))
-    sustained = [r["level"] for r in rows if r["sustained"]]
-    print(f"\nlargest level sustained: {max(sustained) if sustained else 'none'}")
-    return rows
+    """One table per harness checkout (each against its own level-1 reference), then the
+    ratios of this checkout's medians to the other's, level by level."""
+    roots = list(dict.fromkeys(r.get("harness", str(ROOT)) for r in runs))
+    tables: dict[str, list[dict[str, Any]]] = {}
+    for root in roots:
+        rows = summarize([r for r in runs if r.get("harness", str(ROOT)) == root])
+        tables[root] = rows
+        print(f"\nharness: {root}")
+        print(table(rows))
+        sustained = [r["level"] for r in rows if r["sustained"]]
+        print(f"largest level sustained: {max(sustained) if sustained else 'none'}")
+    if len(roots) == 2:
+        this, other = ({r["level"]: r for r in tables[root]} for root in roots)
+        print(f"\n{roots[0]} / {roots[1]}, same run:")
+        for level in sorted(set(this) & set(other)):
+            a, b = this[level], other[level]
+            cpu = (a["cpu_s_per_sim_min"] or 0) / (b["cpu_s_per_sim_min"] or 1)
+            print(
+                f"  {level:>3} sims: CPU per simulated minute {cpu:.2f}, "
+                f"peak PSS {a['peak_pss_mb'] / b['peak_pss_mb']:.2f}"
+            )
+    return [row for rows in tables.values() for row in rows]
 
 
 async def main() -> None:
@@ -319,13 +351,16 @@ async def main() -> None:
         playback.delay_s = args.delay
         stop = asyncio.Event()
         serving = asyncio.create_task(playback.serve(stop))
+        roots = [ROOT] + ([args.compare.resolve()] if args.compare else [])
         for rep in range(args.reps):
-            for level in args.levels:  # levels interleaved within each repetition
-                out = RESULTS / f"spoken_capacity-{stamp}" / f"n{level}-r{rep}"
-                run = await one_run(playback, livekit, endpoint.endpoint, level, out, extra)
+            # levels (and checkouts) interleaved within each repetition
+            for level, (n, root) in itertools.product(args.levels, enumerate(roots)):
+                out = RESULTS / f"spoken_capacity-{stamp}" / f"n{level}-r{rep}-h{n}"
+                run = await one_run(playback, livekit, endpoint.endpoint, level, out, extra, root)
                 runs.append(run)
                 print(
-                    f"rep {rep + 1}/{args.reps} sims {level:>3}: passed {run['passed']}/{level}, "
+                    f"rep {rep + 1}/{args.reps} harness {n} sims {level:>3}: "
+                    f"passed {run['passed']}/{level}, "
                     f"turns {run['turns_answered']}/{run['turns_expected']}, "
                     f"CPU {run['cpu_s_per_simulated_minute'] or 0:.2f} s/sim-min, "
                     f"peak PSS {run['peak_pss_mb']:.0f} MB"
