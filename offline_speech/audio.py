@@ -42,14 +42,6 @@ def _full_scale(audio: Int16Array | Float32Array) -> npt.NDArray[np.float64]:
     return scaled
 
 
-def dbfs(audio: Int16Array | Float32Array) -> float:
-    """RMS level in dBFS of int16 PCM or float audio in [-1, 1] (-inf for digital silence)."""
-    if audio.size == 0:
-        return -math.inf
-    rms = float(np.sqrt(np.mean(np.square(_full_scale(audio)))))
-    return 20.0 * math.log10(rms) if rms > 0 else -math.inf
-
-
 def window_dbfs(audio: Int16Array | Float32Array, windows: int) -> npt.NDArray[np.float64]:
     """RMS level in dBFS of each of `windows` equal slices of the audio (a remainder too short
     for a slice is left out); -inf for digital silence."""

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from client_harness.measurement.vad import EnergyVad, VadSettings
-from offline_speech.audio import dbfs, to_float32
+from offline_speech.audio import to_float32, window_dbfs
 from tests.client_harness.measurement.tones import FRAME, frames
 
 
@@ -61,7 +61,11 @@ def test_vad_flush_closes_an_open_utterance() -> None:
 
 def test_the_vad_level_is_dbfs_whichever_format_the_audio_is_in() -> None:
     tone = frames("s")[0]  # a sine peaking at 8000 of 32768 (-12.2 dB): about 3 dB less as RMS
-    assert dbfs(tone) == pytest.approx(20 * math.log10(8000 / 32768) - 3.01, abs=0.2)
-    assert dbfs(to_float32(tone)) == pytest.approx(dbfs(tone), abs=1e-3)
-    assert dbfs(np.zeros(320, np.int16)) == -math.inf
-    assert dbfs(np.zeros(0, np.int16)) == -math.inf
+    (level,) = window_dbfs(tone, 1)
+    assert level == pytest.approx(20 * math.log10(8000 / 32768) - 3.01, abs=0.2)
+    assert window_dbfs(to_float32(tone), 1)[0] == pytest.approx(level, abs=1e-3)
+    assert window_dbfs(np.zeros(320, np.int16), 1)[0] == -math.inf
+    assert window_dbfs(np.zeros(0, np.int16), 1)[0] == -math.inf
+    # two windows: the tone's half and a silent half, each measured on its own
+    halves = window_dbfs(np.concatenate([tone, np.zeros(tone.size, np.int16)]), 2)
+    assert halves[0] == pytest.approx(level) and halves[1] == -math.inf
