@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from livekit import api
-from process_usage import cpu_seconds, descendants, memory_mb
+from process_usage import cpu_seconds, descendants, group_cpu_seconds, group_pss_mb, memory_mb
 
 from client_harness.caller.call_room import CallRoom, Clock
 from client_harness.measurement.recorder import Recorder
@@ -114,6 +114,8 @@ class CallResult:
     turn_times: list[tuple[float, float]] = field(default_factory=list)
     """(caller speech end, agent answer onset) per turn, wall-clock seconds."""
     joined_after: float = float("nan")
+    greeting_after: float = float("nan")
+    """Dispatch → the greeting's first audio at the caller: the call's first-audio latency."""
     errors: list[str] = field(default_factory=list)
 
 
@@ -148,6 +150,7 @@ async def one_call(
         greeting = await caller.next_utterance(after=0.0, within=60)
         if greeting is None:
             raise TimeoutError("timed out after 60s waiting for the agent's greeting")
+        result.greeting_after = greeting.start + caller.clock.zero - started
         if after_greeting is not None:
             await after_greeting()
         last_end = greeting.end
@@ -284,6 +287,7 @@ async def measure(
             "turns": len(seq.latencies),
             "errors": seq.errors,
             "joined_after_s": round(seq.joined_after, 3),
+            "greeting_after_s": round(seq.greeting_after, 3),
             "latency": summary(seq.latencies),
             "latencies": [round(x, 3) for x in seq.latencies],
             "framework": framework_split(worker, {seq.room}),
@@ -292,13 +296,19 @@ async def measure(
         await asyncio.sleep(3.0)
 
         levels: list[dict[str, Any]] = []
+        group = worker.process.pid  # the worker's process group: it and every job process
         for n in range(1, args.max_calls + 1):
+            cpu0, t0 = group_cpu_seconds(group), time.monotonic()
+            sampler = asyncio.create_task(_peak_pss(group))
             calls = await asyncio.gather(
                 *(
                     _staggered(i * 0.7, one_call(livekit, lkapi, voices, args.turns_per_call))
                     for i in range(n)
                 )
             )
+            sampler.cancel()
+            peak_pss = await sampler
+            worker_cores = (group_cpu_seconds(group) - cpu0) / (time.monotonic() - t0)
             lat = [x for c in calls for x in c.latencies]
             errors = [e for c in calls for e in c.errors]
             level: dict[str, Any] = {
@@ -306,6 +316,11 @@ async def measure(
                 "latency": summary(lat),
                 "errors": errors,
                 "joined_after_s": [round(c.joined_after, 2) for c in calls],
+                "greeting_after": summary([c.greeting_after for c in calls]),
+                # the whole worker (its process and every job process) over the level
+                "worker_cores": round(worker_cores, 3),
+                "worker_cores_per_call": round(worker_cores / n, 3),
+                "worker_peak_pss_mb": round(peak_pss),
                 "framework": framework_split(worker, {c.room for c in calls}),
                 "load_avg_1m": round(os.getloadavg()[0], 2),
             }
@@ -313,7 +328,9 @@ async def measure(
             print(
                 f"  {n} call(s) at once: p50 {level['latency']['p50']:.2f}s "
                 f"p95 {level['latency']['p95']:.2f}s over {len(lat)} turns, "
-                f"{len(errors)} missed",
+                f"{len(errors)} missed; first audio p50 "
+                f"{level['greeting_after']['p50']:.2f}s; worker {worker_cores:.2f} cores, "
+                f"{peak_pss:.0f} MB PSS",
                 flush=True,
             )
             await asyncio.sleep(3.0)
@@ -323,9 +340,23 @@ async def measure(
         ok = [lv["calls"] for lv in levels if not lv["errors"]]
         ok = [n for n in ok if levels[n - 1]["latency"]["p95"] <= args.p95_limit]
         out["max_calls_within_p95_limit"] = max(ok) if ok else 0
+        if ok:
+            top = levels[max(ok) - 1]
+            out["calls_per_worker_core"] = round(top["calls"] / top["worker_cores"], 2)
     finally:
         await lkapi.aclose()
     return out
+
+
+async def _peak_pss(pgid: int) -> float:
+    """The largest PSS of the process group seen, sampled every 0.5 s until cancelled."""
+    peak = 0.0
+    try:
+        while True:
+            peak = max(peak, group_pss_mb(pgid))
+            await asyncio.sleep(0.5)
+    except asyncio.CancelledError:
+        return peak
 
 
 async def _staggered(delay: float, coro: Any) -> CallResult:
@@ -446,6 +477,9 @@ def print_table(r: dict[str, Any]) -> None:
         ("STT real-time factor (p50)", f"{fw['stt_rtf']['p50']:.3f}"),
         ("TTS real-time factor (p50)", f"{fw['tts_rtf']['p50']:.3f}"),
     ]
+    rows.append(
+        ("first audio (dispatch → greeting at the caller)", f"{seq['greeting_after_s']:.3f} s")
+    )
     for lv in r["concurrency"]:
         rows.append(
             (
@@ -454,7 +488,17 @@ def print_table(r: dict[str, Any]) -> None:
                 + (f" ({len(lv['errors'])} missed)" if lv["errors"] else ""),
             )
         )
+        rows.append(
+            (
+                "  first audio p50 / max; worker cores (per call); worker peak PSS",
+                f"{lv['greeting_after']['p50']:.2f} / {lv['greeting_after']['max']:.2f} s; "
+                f"{lv['worker_cores']:.2f} ({lv['worker_cores_per_call']:.2f}); "
+                f"{lv['worker_peak_pss_mb']} MB",
+            )
+        )
     rows.append(("calls at once with turn p95 <= 2 s", str(r["max_calls_within_p95_limit"])))
+    if "calls_per_worker_core" in r:
+        rows.append(("  calls per core of the worker's CPU there", str(r["calls_per_worker_core"])))
     rows.append(
         (
             "load average 1m at start / end",

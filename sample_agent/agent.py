@@ -10,10 +10,11 @@ Read top to bottom:
    AGENT_JOB_EXECUTOR=thread every call is a thread of the worker's process instead, and the
    models are loaded once and shared by all of them (the speech models are lock-protected).
 3. `entrypoint` runs once per call: it reads the dispatch metadata into a `CallProfile`, builds
-   STT / LLM / TTS for the configured provider, joins the room, waits for the caller and starts
-   an `AgentSession` with them.
-4. `SampleAgent` greets first; the session then answers every caller turn and publishes the
-   transcript (`lk.transcription`) and its state (`lk.agent.state`) on its own.
+   STT / LLM / TTS for the configured provider, starts synthesising the greeting, joins the
+   room, waits for the caller and starts an `AgentSession` with them.
+4. `SampleAgent` greets first, with the audio synthesised meanwhile; the session then answers
+   every caller turn and publishes the transcript (`lk.transcription`) and its state
+   (`lk.agent.state`) on its own.
 5. When the caller leaves, the session closes and the job ends, so the agent leaves the room.
    So does a job whose room livekit-server lost (it restarted): its slot is free again at once.
 
@@ -29,6 +30,7 @@ import functools
 import logging
 import threading
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
@@ -56,7 +58,7 @@ from sample_agent.capacity import FULL_LOAD, CallSlots, call_load
 from sample_agent.config import Settings
 from sample_agent.metadata import CallProfile, profile_from_job_metadata
 from sample_agent.providers import OfflineModels, build_pipeline, load_offline_models
-from sample_agent.scripts import instructions
+from sample_agent.scripts import greeting, instructions
 
 logger = logging.getLogger("sample_agent")
 
@@ -159,14 +161,31 @@ def _process_models(settings: Settings) -> tuple[vad.VAD | None, OfflineModels |
 
 
 class SampleAgent(Agent):
-    """The agent's part in the session: its instructions, and speaking first."""
+    """The agent's part in the session: its instructions, and speaking first.
 
-    def __init__(self, profile: CallProfile) -> None:
+    `greeting_audio`, when given, is the script's greeting already being synthesised (see
+    `entrypoint`): the agent says it as is, so its first audio waits for neither the LLM nor the
+    TTS. Without it (text-only), the LLM answers a conversation without caller turns with the
+    greeting."""
+
+    def __init__(
+        self, profile: CallProfile, greeting_audio: tts.ChunkedStream | None = None
+    ) -> None:
         super().__init__(instructions=instructions(profile))
+        self._greeting_audio = greeting_audio
 
     async def on_enter(self) -> None:
-        # the responder answers a conversation without caller turns with the greeting
-        self.session.generate_reply()
+        if self._greeting_audio is None:
+            self.session.generate_reply()
+            return
+        speech = self._greeting_audio
+        self.session.say(speech.input_text, audio=_frames(speech))
+
+
+async def _frames(speech: tts.ChunkedStream) -> AsyncIterator[rtc.AudioFrame]:
+    async with speech:
+        async for audio in speech:
+            yield audio.frame
 
 
 def turn_handling(settings: Settings) -> TurnHandlingOptions:
@@ -185,8 +204,11 @@ def turn_handling(settings: Settings) -> TurnHandlingOptions:
 
 async def entrypoint(ctx: JobContext, settings: Settings) -> None:
     """One call: profile from metadata, pipeline from settings, session with the caller."""
+    started = time.perf_counter()
     profile = profile_from_job_metadata(ctx.job.metadata)
     pipeline = build_pipeline(settings, profile, ctx.proc.userdata.get("models"))
+    # the greeting is known now: synthesise it while the agent joins and meets the caller
+    greeting_audio = pipeline.tts.synthesize(greeting(profile)) if pipeline.tts else None
     session: AgentSession[None] = AgentSession(
         stt=pipeline.stt or NOT_GIVEN,  # text-only: no STT, no TTS
         llm=pipeline.llm,
@@ -206,6 +228,7 @@ async def entrypoint(ctx: JobContext, settings: Settings) -> None:
     # join now (the platform waits for the agent to appear), greet once the caller is here:
     # a greeting spoken into an empty room, or its transcript, would be lost
     await ctx.connect()
+    connected = time.perf_counter()
     if _agent_already_here(ctx, settings.agent_name):
         # a second dispatch of this room was taken too (a dispatcher retrying an offer that was
         # slow to show): the caller keeps the agent that came first; its dispatcher removes ours
@@ -213,6 +236,7 @@ async def entrypoint(ctx: JobContext, settings: Settings) -> None:
             "an agent of this name is already in the room; leaving", extra={"room": ctx.room.name}
         )
         ctx.shutdown(reason="another agent already serves this room")
+        await _discard(greeting_audio)
         return
     _end_job_when_room_is_gone(ctx)
     try:
@@ -220,10 +244,12 @@ async def entrypoint(ctx: JobContext, settings: Settings) -> None:
     except TimeoutError:
         logger.warning("nobody joined; leaving", extra={"room": ctx.room.name})
         ctx.shutdown(reason="no caller")
+        await _discard(greeting_audio)
         return
+    caller_found = time.perf_counter()
 
     await session.start(
-        agent=SampleAgent(profile),
+        agent=SampleAgent(profile, greeting_audio),
         room=ctx.room,
         room_options=room_io.RoomOptions(
             participant_identity=caller.identity,
@@ -238,8 +264,23 @@ async def entrypoint(ctx: JobContext, settings: Settings) -> None:
     )
     logger.info(
         "call started",
-        extra={"room": ctx.room.name, "caller": caller.identity, "variant": profile.variant},
+        extra={
+            "room": ctx.room.name,
+            "caller": caller.identity,
+            "variant": profile.variant,
+            # where the job's start went, in seconds from the entrypoint
+            "startup_s": {
+                "connected": round(connected - started, 3),
+                "caller_found": round(caller_found - started, 3),
+                "session_started": round(time.perf_counter() - started, 3),
+            },
+        },
     )
+
+
+async def _discard(speech: tts.ChunkedStream | None) -> None:
+    if speech is not None:
+        await speech.aclose()
 
 
 def _agent_already_here(ctx: JobContext, agent_name: str) -> bool:
