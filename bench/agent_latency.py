@@ -96,7 +96,7 @@ def job_processes(worker: AgentWorker) -> list[int]:
 
 def wait_idle_processes(worker: AgentWorker, count: int, within: float) -> float:
     started = time.monotonic()
-    pattern = '"process initialized"'
+    pattern = '"process prewarmed"'  # sample_agent's prewarm: job processes and job threads
     while time.monotonic() - started < within:
         if worker.process.log_text().count(pattern) >= count:
             return time.monotonic() - started
@@ -264,7 +264,8 @@ async def measure(
     out: dict[str, Any] = {}
     try:
         # memory and CPU of a call: the warm job process that takes it, read during the call
-        warm = job_processes(worker)
+        # (the thread executor has no job processes: the worker process runs the calls)
+        warm = job_processes(worker) or [worker.process.pid]
         marks: list[tuple[float, float]] = []
         quiet = 5.0
 

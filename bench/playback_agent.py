@@ -20,9 +20,9 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import numpy.typing as npt
 from livekit import api, rtc
 
+from client_harness.caller.call_room import send_pcm
 from client_harness.measurement.stream_clock import StreamClock
 from client_harness.measurement.vad import EnergyVad
 from offline_speech import Synthesizer, Voice
@@ -113,7 +113,7 @@ class Playback:
             options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
             await room.local_participant.publish_track(track, options)
             heard = await asyncio.wait_for(caller_track, 30)
-            await self._play(source, self.greeting)
+            await send_pcm(source, self.greeting, self.rate, FRAME_MS)
             listening = asyncio.create_task(self._listen(name, heard, source))
             await caller_left.wait()
             listening.cancel()
@@ -163,13 +163,4 @@ class Playback:
         self.truths.append(
             TurnTruth(name, turn, started - speech_end, speech_end + to_unix, started + to_unix)
         )
-        await self._play(source, self.replies[turn - 1])
-
-    async def _play(self, source: rtc.AudioSource, pcm: npt.NDArray[np.int16]) -> None:
-        step = self.rate * FRAME_MS // 1000
-        for i in range(0, pcm.size, step):
-            chunk = pcm[i : i + step]
-            if chunk.size < step:
-                chunk = np.concatenate([chunk, np.zeros(step - chunk.size, np.int16)])
-            await source.capture_frame(rtc.AudioFrame(chunk.tobytes(), self.rate, 1, step))
-        await source.wait_for_playout()
+        await send_pcm(source, self.replies[turn - 1], self.rate, FRAME_MS)

@@ -216,8 +216,8 @@ async def entrypoint(ctx: JobContext, settings: Settings) -> None:
         vad=ctx.proc.userdata["vad"],
         turn_handling=turn_handling(settings),
     )
-    _log_turns(session)
-    _log_speech_metrics(*(p for p in (pipeline.stt, pipeline.tts) if p is not None))
+    _log_turns(session, ctx.room.name)
+    _log_speech_metrics(ctx.room.name, *(p for p in (pipeline.stt, pipeline.tts) if p is not None))
 
     @session.on("close")
     def _on_close(ev: CloseEvent) -> None:
@@ -329,8 +329,9 @@ def _end_job_when_room_is_gone(ctx: JobContext) -> None:
         task.add_done_callback(checks.discard)
 
 
-def _log_turns(session: AgentSession[Any]) -> None:
-    """One log line per conversation turn, with the framework's per-turn latency metrics."""
+def _log_turns(session: AgentSession[Any], room: str) -> None:
+    """One log line per conversation turn, with the framework's per-turn latency metrics. The
+    room is named in the line itself: with the thread executor the framework adds no job fields."""
 
     @session.on("conversation_item_added")
     def _on_item(ev: ConversationItemAddedEvent) -> None:
@@ -341,6 +342,7 @@ def _log_turns(session: AgentSession[Any]) -> None:
         logger.info(
             "turn",
             extra={
+                "room": room,
                 "role": role,
                 "text": getattr(item, "text_content", None),
                 "turn_metrics": dict(getattr(item, "metrics", None) or {}),
@@ -348,13 +350,14 @@ def _log_turns(session: AgentSession[Any]) -> None:
         )
 
 
-def _log_speech_metrics(*plugins: stt.STT | tts.TTS) -> None:
+def _log_speech_metrics(room: str, *plugins: stt.STT | tts.TTS) -> None:
     """STT and TTS processing time against audio duration (their real-time factor), per request."""
 
     def log(m: metrics.STTMetrics | metrics.TTSMetrics) -> None:
         logger.info(
             "pipeline metrics",
             extra={
+                "room": room,
                 "kind": m.type,
                 "duration": round(m.duration, 4),
                 "audio_duration": round(m.audio_duration, 4),

@@ -86,6 +86,18 @@ def _chunk_text(chunk: str) -> str:
     return chunk
 
 
+async def send_pcm(source: rtc.AudioSource, pcm: np.ndarray, rate: int, frame_ms: int) -> None:
+    """Play mono int16 `pcm` into `source` in `frame_ms` frames (the last one padded with
+    silence) and return once it has all played out: the source paces it in real time."""
+    step = rate * frame_ms // 1000
+    for i in range(0, pcm.size, step):
+        chunk = pcm[i : i + step]
+        if chunk.size < step:
+            chunk = np.concatenate([chunk, np.zeros(step - chunk.size, np.int16)])
+        await source.capture_frame(rtc.AudioFrame(chunk.tobytes(), rate, 1, step))
+    await source.wait_for_playout()
+
+
 class CallRoom:
     def __init__(
         self,
@@ -239,15 +251,8 @@ class CallRoom:
     async def speak(self, pcm: np.ndarray) -> tuple[float, float]:
         """Send `pcm` at real-time pace; returns (start, end) of the caller's speech."""
         assert self._source is not None, "publish_microphone first"
-        step = self._source_rate * CALLER_FRAME_MS // 1000
         start = self.clock.now()
-        for i in range(0, pcm.size, step):
-            chunk = pcm[i : i + step]
-            if chunk.size < step:
-                chunk = np.concatenate([chunk, np.zeros(step - chunk.size, np.int16)])
-            frame = rtc.AudioFrame(chunk.tobytes(), self._source_rate, 1, step)
-            await self._source.capture_frame(frame)
-        await self._source.wait_for_playout()
+        await send_pcm(self._source, pcm, self._source_rate, CALLER_FRAME_MS)
         end = max(self.clock.now(), start + pcm.size / self._source_rate)
         self.recorder.place(CALLER, start, pcm, self._source_rate)
         return start, end
