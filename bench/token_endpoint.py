@@ -15,9 +15,9 @@ Parts (--parts; all but `jobs` by default):
   dispatch  DISPATCH_MODE=api against a real livekit-server with no agent worker registered
             (one would make the server's job launches the bottleneck: see the README), a fresh
             kit process per run, vs the server's ceiling from this process, one long-lived
-            LiveKitAPI client, N asyncio tasks in flight: bare CreateDispatch, the two calls
+            LiveKitAPI client, N asyncio tasks in flight: bare CreateDispatch, the one call
             the kit makes per new room (CreateRoom with the agent in the room's own
-            dispatches, ListDispatch), and the first of them alone.
+            dispatches and the request's id as room metadata), and CreateRoom with the agent.
             Columns: the kit with DISPATCH_RETRY=1 (the default: with no worker taking jobs its
             follower dispatches again after 2 s, at most DISPATCH_RETRY_RATE=50/s) and with 0.
             Each run's dispatches are checked: the kit's count of those it created lies between
@@ -113,7 +113,7 @@ DISPATCH_COLUMNS = {
     "kit": "kit endpoint, DISPATCH_RETRY=1 (default)",
     "kit_no_follow": "kit endpoint, DISPATCH_RETRY=0",
     "create_dispatch": "bare CreateDispatch, in-process",
-    "kit_calls": "CreateRoom with the agent + ListDispatch, in-process",
+    "kit_calls": "CreateRoom with the agent and room metadata (the kit's one call), in-process",
     "room_with_agent": "CreateRoom with the agent in its dispatches, in-process",
 }
 DISPATCH_RATIOS = (
@@ -545,9 +545,12 @@ async def room_with_agent(lkapi: api.LiveKitAPI, room: str) -> None:
 
 async def kit_calls(lkapi: api.LiveKitAPI, room: str) -> None:
     """What token_server.dispatch.Dispatcher.ensure_dispatched asks of the server per new room:
-    the room with the agent in its own dispatches, then the listing that finds the dispatch."""
-    await room_with_agent(lkapi, room)
-    await lkapi.agent_dispatch.list_dispatch(room)
+    one CreateRoom, the agent in the room's own dispatches and the request's id as the room's
+    metadata (the answer's metadata says the call built the room). The follower's ListDispatch,
+    which finds the dispatch's id, comes after the answer."""
+    agent = api.RoomAgentDispatch(agent_name=AGENT, metadata=DISPATCH_METADATA)
+    marker = json.dumps({"token_request_id": uid()})
+    await lkapi.room.create_room(api.CreateRoomRequest(name=room, agents=[agent], metadata=marker))
 
 
 CEILINGS: dict[str, Call] = {

@@ -25,7 +25,7 @@ from starlette.types import Receive, Scope, Send
 from token_server import metrics
 from token_server.auth import authenticate
 from token_server.config import METRICS_PATH, OPENAPI_PATH, DispatchMode, Settings, load_settings
-from token_server.dispatch import Dispatcher, dispatch_metadata
+from token_server.dispatch import Dispatcher, dispatch_metadata, new_request_id
 from token_server.dispatch_follow import DispatchFollower
 from token_server.errors import ApiError
 from token_server.logs import configure_logging, flush_logs
@@ -110,7 +110,7 @@ async def issue_token(request: Request) -> Response:
     # Everything that can refuse the request runs before anything is dispatched.
     room_dispatch = None
     if agent_name and settings.dispatch_mode is DispatchMode.TOKEN:
-        metadata = dispatch_metadata(settings, token_request, identity)
+        metadata = dispatch_metadata(settings, token_request, identity, new_request_id())
         room_dispatch = api.RoomAgentDispatch(agent_name=agent_name, metadata=metadata)
         log["dispatch"] = "token"
     token = mint_token(settings, token_request, identity, room_dispatch)
@@ -120,12 +120,16 @@ async def issue_token(request: Request) -> Response:
     if agent_name and settings.dispatch_mode is DispatchMode.API:
         dispatcher: Dispatcher = request.app.state.dispatcher
         follower: DispatchFollower | None = request.app.state.follower
-        metadata = dispatch_metadata(settings, token_request, identity)
-        result = await dispatcher.ensure_dispatched(room, agent_name, metadata)
+        request_id = new_request_id()
+        metadata = dispatch_metadata(settings, token_request, identity, request_id)
+        result = await dispatcher.ensure_dispatched(room, agent_name, metadata, request_id)
         dispatch_id = result.dispatch_id
-        log["dispatch_id"] = dispatch_id
+        if dispatch_id:
+            log["dispatch_id"] = dispatch_id
         log["dispatch"] = "created" if result.created else "existing"
-        withdraw = functools.partial(_withdraw, dispatcher, follower, room, agent_name, dispatch_id)
+        withdraw = functools.partial(
+            _withdraw, dispatcher, follower, room, agent_name, dispatch_id, metadata
+        )
         if result.created:
             undo = withdraw
             if follower is not None:
@@ -136,7 +140,7 @@ async def issue_token(request: Request) -> Response:
         if (
             settings.dispatch_strict
             and follower is not None
-            and follower.dispatch_id(room, agent_name) is not None
+            and follower.following(room, agent_name)
         ):
             await _wait_taken(settings, follower, room, agent_name, undo, log)
         if await request.is_disconnected():
@@ -187,16 +191,20 @@ async def _withdraw(
     follower: DispatchFollower | None,
     room: str,
     agent_name: str,
-    dispatch_id: str,
+    dispatch_id: str | None,
+    metadata: str,
     reason: str,
 ) -> None:
-    """Take back a dispatch whose token never reached its caller."""
-    logger.warning("withdrawing dispatch %s of room %r: %s", dispatch_id, room, reason)
-    if follower is not None and follower.dispatch_id(room, agent_name) is not None:
+    """Take back a dispatch whose token never reached its caller (`dispatch_id` None: made with
+    the room, found by this request's metadata)."""
+    logger.warning("withdrawing the dispatch of room %r: %s", room, reason)
+    if follower is not None and follower.following(room, agent_name):
         await follower.withdraw(room, agent_name, reason)
         return
     with contextlib.suppress(Exception):
-        await dispatcher.delete(room, dispatch_id)
+        dispatch_id = dispatch_id or await dispatcher.find_ours(room, agent_name, metadata)
+        if dispatch_id:
+            await dispatcher.delete(room, dispatch_id)
 
 
 async def _wait_taken(

@@ -27,15 +27,20 @@ from token_server.room_lock import RoomLock
 from token_server.token_request import TokenRequest
 
 
-def dispatch_metadata(settings: Settings, request: TokenRequest, identity: str) -> str:
-    """The JSON the agent's job receives. Metadata strings travel verbatim: the agent parses them
-    (they may be JSON, a Python-style dict as the platform's docs show, or plain text).
+def new_request_id() -> str:
+    """Fresh per token request: no two requests' dispatch metadata (nor room metadata) are equal,
+    even when a retry repeats the body, the identity and the X-Request-ID. That is how
+    `Dispatcher` tells what this request made from what an earlier request made."""
+    return uuid.uuid4().hex
 
-    `token_request_id` is fresh per request, so no two requests' metadata are equal: that is how
-    `Dispatcher` tells the dispatch this request made from one an earlier request made, even when
-    a retry repeats the body, the identity and the X-Request-ID."""
+
+def dispatch_metadata(
+    settings: Settings, request: TokenRequest, identity: str, request_id: str
+) -> str:
+    """The JSON the agent's job receives. Metadata strings travel verbatim: the agent parses them
+    (they may be JSON, a Python-style dict as the platform's docs show, or plain text)."""
     meta: dict[str, Any] = {
-        "token_request_id": uuid.uuid4().hex,
+        "token_request_id": request_id,
         "room_name": request.room_name,
         "participant_name": request.participant_name,
         "participant_identity": identity,
@@ -47,9 +52,18 @@ def dispatch_metadata(settings: Settings, request: TokenRequest, identity: str) 
     return json.dumps(meta, separators=(",", ":"))
 
 
+def room_metadata(request_id: str) -> str:
+    """The metadata a room this endpoint creates is given. livekit-server sets it only when the
+    CreateRoom call builds the room, and answers every CreateRoom with the live room's: finding
+    this request's id there says this request created the room, with its agent, in one call."""
+    return json.dumps({"token_request_id": request_id}, separators=(",", ":"))
+
+
 @dataclass(frozen=True)
 class DispatchResult:
-    dispatch_id: str
+    # None when this request created the room with the agent: livekit-server does not answer
+    # CreateRoom with the room's dispatch ids, and the follower finds it after the answer.
+    dispatch_id: str | None
     # True when this request made it; False when the room already had this agent dispatched (a
     # retried request). The dispatch a room is created with is this request's when it carries this
     # request's metadata (unique per request: `token_request_id`).
@@ -93,9 +107,12 @@ class Dispatcher:
     already live, so one call dispatches and a second request for the room adds nothing. A room
     created that way also gets no default (unnamed) dispatch, whose job requests, each waiting out
     a 1 s timeout for a worker nobody runs, otherwise queue every named job behind them once rooms
-    start at more than ~25 a second. ListDispatch then finds the agent's dispatch: ours when its
-    metadata is this request's (`token_request_id` makes it unique), else an earlier request's.
-    A room that existed without the agent gets a CreateDispatch, under the room's lock.
+    start at more than ~25 a second. The room's metadata (`room_metadata`) in CreateRoom's answer
+    says whether this request built it: then that one call is the whole request path, and the
+    dispatch's id is looked up after the answer (`dispatch_follow`), off the request path.
+    Otherwise the room existed: ListDispatch finds the agent's dispatch (ours when its metadata is
+    this request's, else an earlier request's), and a room that existed without the agent gets a
+    CreateDispatch, under the room's lock.
 
     Every call here costs the same whatever the number of rooms on the server: the room exists
     before ListDispatch (which stalls ~3 s on an unknown room); ListRooms, which scans every room,
@@ -108,7 +125,9 @@ class Dispatcher:
         self._lock = room_lock
         self.followed: FollowedLookup = lambda room, agent_name: None
 
-    async def ensure_dispatched(self, room: str, agent_name: str, metadata: str) -> DispatchResult:
+    async def ensure_dispatched(
+        self, room: str, agent_name: str, metadata: str, request_id: str
+    ) -> DispatchResult:
         """Dispatch `agent_name` to `room` unless a dispatch of it is already there.
 
         A new room needs no lock: livekit-server launches its own dispatches once, however many
@@ -125,10 +144,14 @@ class Dispatcher:
                 if followed is not None:
                     return DispatchResult(followed, created=False)
                 agent = api.RoomAgentDispatch(agent_name=agent_name, metadata=metadata)
+                marker = room_metadata(request_id)
                 with livekit_call("create_room"):
-                    await self._api.room.create_room(
-                        api.CreateRoomRequest(name=room, agents=[agent])
+                    live = await self._api.room.create_room(
+                        api.CreateRoomRequest(name=room, agents=[agent], metadata=marker)
                     )
+                if live.metadata == marker:  # built by this call, with our agent's dispatch
+                    DISPATCHES_CREATED.labels("request").inc()
+                    return DispatchResult(None, created=True)
                 found = await self._find(room, agent_name, metadata)
                 if found is not None:
                     return found
@@ -154,6 +177,15 @@ class Dispatcher:
         """The room's dispatches, with their jobs' states (unknown room: livekit's not_found)."""
         with livekit_call("list_dispatch"):
             return await self._api.agent_dispatch.list_dispatch(room)
+
+    async def find_ours(self, room: str, agent_name: str, metadata: str) -> str | None:
+        """The id of the room's dispatch of the agent carrying `metadata` (this request's)."""
+        async with asyncio.timeout(self._settings.dispatch_timeout_seconds):
+            listed = await self.list(room)
+        for existing in listed:
+            if existing.agent_name == agent_name and existing.metadata == metadata:
+                return str(existing.id)
+        return None
 
     async def delete(self, room: str, dispatch_id: str) -> None:
         """Remove a dispatch (and, in livekit-server, any job it started); gone already is fine."""

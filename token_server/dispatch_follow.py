@@ -7,7 +7,8 @@ hosted LiveKit has no re-dispatch (LiveKit Cloud's `restart_policy` does not app
 module is the "agent watcher" LiveKit's maintainers suggest: after the token answer has gone out,
 one background loop per process looks at each followed dispatch (ListDispatch: cost independent
 of the rooms on the server) and, when no worker took the job, deletes it and dispatches again,
-with backoff, until a worker takes it, the caller has left, or a deadline passes.
+with backoff, until a worker takes it, the caller has left, or a deadline passes. Its first look
+also finds the id of a dispatch the request made in one call, with the room (`Dispatcher`).
 
 Every dispatch ends with one `dispatch_fate` log line: taken after N ms and K dispatches, or
 expired / caller left / room closed, and why.
@@ -141,6 +142,8 @@ class _Followed:
     metadata: str
     started: float
     attempts: dict[str, float]  # dispatch id -> when it was created, oldest first
+    # made with the room in one call: its id is not known until a look finds it by metadata
+    unconfirmed: bool = False
     interval: float = FIRST_ATTEMPT_SECONDS
     caller_seen: bool = False
     kept: str | None = None  # once taken: the dispatch whose agent stays
@@ -154,9 +157,9 @@ class _Followed:
     fate: asyncio.Future[Fate] = field(default_factory=lambda: _loop().create_future())
 
     @property
-    def dispatch_id(self) -> str:
+    def dispatch_id(self) -> str | None:
         """The dispatch a retried token request is told about: the kept one, else the newest."""
-        return self.kept or next(reversed(self.attempts))
+        return self.kept or next(reversed(self.attempts), None)
 
     @property
     def blocker(self) -> Blocker:
@@ -233,12 +236,17 @@ class DispatchFollower:
         self._loop_task = asyncio.create_task(self._run(), name="dispatch-follower")
 
     def dispatch_id(self, room: str, agent_name: str) -> str | None:
-        """The current dispatch of a room being followed: a retry finds it without a server call."""
+        """The current dispatch of a room being followed: a retry finds it without a server call
+        (None too while the first look has not found the id of a dispatch made with the room)."""
         followed = self._followed.get((room, agent_name))
         return followed.dispatch_id if followed else None
 
-    def follow(self, room: str, agent_name: str, metadata: str, dispatch_id: str) -> bool:
-        """Start following a new dispatch; False when the bound on followed rooms is reached."""
+    def following(self, room: str, agent_name: str) -> bool:
+        return (room, agent_name) in self._followed
+
+    def follow(self, room: str, agent_name: str, metadata: str, dispatch_id: str | None) -> bool:
+        """Start following a new dispatch (`dispatch_id` None: made with the room, found by its
+        `metadata` on the first look); False when the bound on followed rooms is reached."""
         key = (room, agent_name)
         if key in self._followed:
             return True
@@ -255,7 +263,8 @@ class DispatchFollower:
             )
             return False
         now = time.monotonic()
-        followed = _Followed(room, agent_name, metadata, now, {dispatch_id: now})
+        attempts = {dispatch_id: now} if dispatch_id else {}
+        followed = _Followed(room, agent_name, metadata, now, attempts, not dispatch_id)
         self._followed[key] = followed
         DISPATCHES_FOLLOWED.inc()
         self._schedule(followed, now + FIRST_CHECK_SECONDS)
@@ -306,6 +315,10 @@ class DispatchFollower:
                 )
             )
             return
+        if followed.unconfirmed:  # withdrawn before the first look: find what to delete
+            with contextlib.suppress(TimeoutError, ServerError, aiohttp.ClientError, OSError):
+                async with asyncio.timeout(self._settings.dispatch_timeout_seconds):
+                    self._adopt(followed, await self._dispatcher.list(room))
         await self._finish(followed, FateKind.CANCELLED, reason, delete=True)
 
     async def close(self) -> None:
@@ -476,6 +489,7 @@ class DispatchFollower:
             if exc.code in {"not_found", "unavailable"}:
                 raise _RoomGone(f"the room is gone: {_describe(exc)}") from None
             raise
+        self._adopt(followed, dispatches)
         listed, taken, failed = set(), {}, ""
         for dispatch in dispatches:
             if dispatch.id not in followed.attempts:
@@ -486,6 +500,9 @@ class DispatchFollower:
                     taken[dispatch.id] = job.state.participant_identity
                 elif job.state.error:
                     failed = job.state.error
+        if len(followed.attempts) == 1 and taken.keys() == followed.attempts.keys():
+            # its one dispatch taken: who is in the room changes nothing (the usual first look)
+            return RoomView(frozenset(listed), taken, failed, {}, 0)
         with livekit_call("list_participants"):
             participants = await self._api.room.list_participants(
                 api.ListParticipantsRequest(room=followed.room)
@@ -497,6 +514,19 @@ class DispatchFollower:
             elif p.attributes.get(AGENT_NAME_ATTRIBUTE, followed.agent_name) == followed.agent_name:
                 agents[p.identity] = p.joined_at_ms or p.joined_at * 1000
         return RoomView(frozenset(listed), taken, failed, agents, callers)
+
+    @staticmethod
+    def _adopt(followed: _Followed, dispatches: list[api.AgentDispatch]) -> None:
+        """A dispatch made with the room: its id is the one listed with this request's metadata."""
+        if not followed.unconfirmed:
+            return
+        followed.unconfirmed = False
+        for dispatch in dispatches:
+            if (
+                dispatch.agent_name == followed.agent_name
+                and dispatch.metadata == followed.metadata
+            ):
+                followed.attempts[dispatch.id] = followed.started
 
     async def _delete(self, followed: _Followed, dispatch_ids: list[str]) -> None:
         for dispatch_id in dispatch_ids:
@@ -530,7 +560,7 @@ class DispatchFollower:
     def _resolve(self, followed: _Followed, kind: FateKind, reason: str) -> None:
         fate = Fate(
             kind,
-            followed.dispatch_id if followed.attempts or followed.kept else "",
+            followed.dispatch_id or "",
             followed.created,
             round(time.monotonic() - followed.started, 3),
             reason,

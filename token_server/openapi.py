@@ -390,8 +390,10 @@ def _token_answer() -> dict[str, Any]:
         "title": "Token answer",
         "description": (
             "Every spelling the platform and LiveKit's SDKs accept of each field. `agent_name` "
-            "is there when an agent is dispatched (DISPATCH_MODE `api` or `token`), "
-            "`dispatch_id` when this endpoint dispatched it (`api`)."
+            "is there when an agent is dispatched (DISPATCH_MODE `api` or `token`); "
+            "`dispatch_id` when the room already had the agent's dispatch (`api`: a retry, or "
+            "a request for a live room). A request that creates the room dispatches the agent "
+            "with it in one call, whose answer carries no dispatch id."
         ),
         "required": sorted(always),
         "additionalProperties": False,
@@ -399,7 +401,8 @@ def _token_answer() -> dict[str, Any]:
             **always,
             "agent_name": text("The agent dispatched into the room."),
             "dispatch_id": text(
-                "LiveKit's dispatch (`AD_...`); a retried request for the room gets the same one."
+                "LiveKit's dispatch (`AD_...`) of the agent in the room, when the room already "
+                "had it: a retried request is told the dispatch the first request made."
             ),
         },
     }

@@ -109,6 +109,17 @@ class JoinObservation:
     # Participants in the room that are not agents ("identity (kind)"): not taken for the agent.
     non_agents: tuple[str, ...] = ()
 
+    @property
+    def reported_dispatch(self) -> str | None:
+        """What the token answer says was dispatched through the server API: a dispatch id, or
+        an agent name when the token carries no roomConfig.agents (an endpoint that creates the
+        room with its agent in one call, as this kit's does, has no dispatch id to give)."""
+        if self.response_dispatch_id:
+            return f"dispatch {self.response_dispatch_id}"
+        if self.response_agent_name and not self.token_agents:
+            return f"agent {self.response_agent_name!r} dispatched"
+        return None
+
 
 def _names(dispatches: list[ListedDispatch]) -> str:
     return ", ".join(repr(n) for n in sorted({d.agent_name for d in dispatches}))
@@ -218,7 +229,7 @@ def _room_mismatch(obs: JoinObservation) -> Cause | None:
 
 def _agent_name_mismatch(obs: JoinObservation, named: list[ListedDispatch]) -> Cause | None:
     dispatched = set(obs.token_agents) | {d.agent_name for d in named}
-    if obs.response_agent_name and obs.response_dispatch_id:
+    if obs.response_agent_name and obs.reported_dispatch:
         dispatched.add(obs.response_agent_name)
     expected = obs.configured_agent_name
     if not (expected and dispatched and expected not in dispatched):
@@ -250,25 +261,28 @@ def _without_a_named_dispatch(obs: JoinObservation) -> list[Cause]:
     """No named dispatch listed (or no listing at all): judge by what the endpoint reported."""
     listing = obs.listed_dispatches
     only_automatic = bool(listing)  # listed, and none of them named
-    if listing is not None and obs.response_dispatch_id:
+    if listing is not None and obs.reported_dispatch:
         return [
             Cause(
                 DISPATCH_NOT_LISTED,
                 "The endpoint reported a dispatch this LiveKit server does not list for the room",
-                f"the token response says dispatch {obs.response_dispatch_id}, the server the "
+                f"the token response says {obs.reported_dispatch}, the server the "
                 "caller joined lists no dispatch of a named agent for this room"
                 + (" (only the automatic one)" if only_automatic else ""),
                 "make the endpoint dispatch on the same LiveKit server its serverUrl points to, "
                 "for the requested room_name, and keep the dispatch until the agent joins",
             )
         ]
-    if not obs.response_dispatch_id and not obs.token_agents:
+    if not obs.reported_dispatch and not obs.token_agents:
         if listing is not None:
             evidence = "the LiveKit server lists no dispatch of a named agent for this room"
             if only_automatic:
                 evidence += " (only the automatic one, which reaches unnamed workers)"
         else:
-            evidence = "no dispatch_id in the token response and no roomConfig.agents in the token"
+            evidence = (
+                "no dispatch_id or agent_name in the token response and no roomConfig.agents "
+                "in the token"
+            )
         return [
             Cause(
                 NO_DISPATCH,

@@ -118,7 +118,7 @@ async def test_dispatched_agent_greets_answers_a_spoken_question_and_leaves_with
         )
     assert response.status_code in (200, 201), response.text
     body = response.json()
-    assert body.get("dispatch_id"), body
+    assert body.get("agent_name") == TEST_AGENT_NAME, body
 
     # what the agent's script says, computed from the metadata the token endpoint dispatched
     profile = profile_from_job_metadata(

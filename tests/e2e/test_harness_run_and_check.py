@@ -132,7 +132,7 @@ async def test_agent_join_timeout_diagnoses_no_dispatch(
         await run_many(blind, BOOKING, RunOptions(mode="text"), count=1, concurrency=1)
     ).results[0]
     assert result.diagnosis[0].startswith("No agent dispatch visible")
-    assert "no dispatch_id in the token response" in result.diagnosis[0]
+    assert "no dispatch_id or agent_name in the token response" in result.diagnosis[0]
 
 
 async def test_dispatch_without_a_running_worker(

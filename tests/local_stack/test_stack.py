@@ -65,4 +65,4 @@ def test_an_exported_kit_setting_does_not_change_the_stack(
             assert name not in endpoint.process.env
         assert endpoint.process.env["LIVEKIT_API_SECRET"] == livekit.api_secret
         body = httpx.post(endpoint.endpoint, json={"room_name": "env-room"}).json()
-        assert body["dispatch_id"]  # api mode (the default), not the exported `none`
+        assert body["agent_name"] == "env-agent"  # api mode (the default), not the exported `none`

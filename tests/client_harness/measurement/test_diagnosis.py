@@ -51,6 +51,17 @@ def taken(status: str, error: str = "") -> ListedJob:
             JoinObservation("r", 3, response_dispatch_id="AD_1", listed_dispatches=(AUTOMATIC,)),
             DISPATCH_NOT_LISTED,
         ),
+        # an answer naming its agent, no id (the room created with it in one call)
+        (JoinObservation("r", 3, response_agent_name="a"), "agent_not_running"),
+        (
+            JoinObservation("r", 3, response_agent_name="a", listed_dispatches=(AUTOMATIC,)),
+            DISPATCH_NOT_LISTED,
+        ),
+        # token mode names the agent too: the token's roomConfig is the dispatch
+        (
+            JoinObservation("r", 3, response_agent_name="a", token_agents=("a",)),
+            "token_dispatch_ignored",
+        ),
         (
             JoinObservation(
                 "r", 3, listed_dispatches=(ListedDispatch("a", "AD_1", (taken("JS_FAILED"),)),)
