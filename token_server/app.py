@@ -28,6 +28,7 @@ from token_server.config import METRICS_PATH, OPENAPI_PATH, DispatchMode, Settin
 from token_server.dispatch import Dispatcher, dispatch_metadata, new_request_id
 from token_server.dispatch_follow import DispatchFollower
 from token_server.errors import ApiError
+from token_server.livekit_clients import LiveKitClients
 from token_server.logs import configure_logging, flush_logs
 from token_server.openapi import openapi_route
 from token_server.request_log import RequestLogMiddleware
@@ -331,14 +332,9 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        # One client for the app's lifetime: its aiohttp session must be created inside the loop.
-        lkapi = api.LiveKitAPI(
-            settings.livekit_url,
-            settings.api_key,
-            settings.api_secret,
-            timeout=aiohttp.ClientTimeout(total=settings.dispatch_timeout_seconds),
-        )
-        app.state.lkapi = lkapi
+        # The app's LiveKit clients: their aiohttp session must be created inside the loop.
+        clients = LiveKitClients(settings)
+        app.state.lkapi = lkapi = clients.api
         # the lock around each room's check-and-create: Redis-backed when REDIS_URL is set
         # (api mode: the only one where this endpoint dispatches), else in this process
         room_lock: RoomLock = (
@@ -347,7 +343,7 @@ def create_app(settings: Settings) -> Starlette:
             else InProcessRoomLock(lock_wait_seconds(settings))
         )
         app.state.room_lock = room_lock
-        app.state.dispatcher = dispatcher = Dispatcher(settings, lkapi, room_lock)
+        app.state.dispatcher = dispatcher = Dispatcher(settings, clients, room_lock)
         app.state.follower = None
         if settings.dispatch_mode is DispatchMode.API and settings.dispatch_retry:
             app.state.follower = DispatchFollower(settings, lkapi, dispatcher)
@@ -358,7 +354,7 @@ def create_app(settings: Settings) -> Starlette:
             if app.state.follower is not None:
                 await app.state.follower.close()
             await room_lock.close()
-            await lkapi.aclose()
+            await clients.aclose()
             metrics.process_exited(os.getpid())
             # uvicorn re-raises SIGTERM once the app has stopped, which ends the process before
             # `atexit`: write the shutdown's lines (each followed dispatch's fate) now

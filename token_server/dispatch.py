@@ -22,6 +22,7 @@ from livekit.api.twirp_client import ServerError
 
 from token_server.config import Settings
 from token_server.errors import ApiError
+from token_server.livekit_clients import LiveKitClients
 from token_server.metrics import DISPATCHES_CREATED, livekit_call
 from token_server.room_lock import RoomLock
 from token_server.token_request import TokenRequest
@@ -119,9 +120,10 @@ class Dispatcher:
     is never used.
     """
 
-    def __init__(self, settings: Settings, lkapi: api.LiveKitAPI, room_lock: RoomLock) -> None:
+    def __init__(self, settings: Settings, clients: LiveKitClients, room_lock: RoomLock) -> None:
         self._settings = settings
-        self._api = lkapi
+        self._clients = clients
+        self._api = clients.api
         self._lock = room_lock
         self.followed: FollowedLookup = lambda room, agent_name: None
 
@@ -146,7 +148,7 @@ class Dispatcher:
                 agent = api.RoomAgentDispatch(agent_name=agent_name, metadata=metadata)
                 marker = room_metadata(request_id)
                 with livekit_call("create_room"):
-                    live = await self._api.room.create_room(
+                    live = await self._clients.room_creator.create_room(
                         api.CreateRoomRequest(name=room, agents=[agent], metadata=marker)
                     )
                 if live.metadata == marker:  # built by this call, with our agent's dispatch

@@ -107,7 +107,7 @@ class RoomView:
     taken: dict[str, str]  # dispatch id -> identity of the agent its accepted job sends
     failed: str  # the error of a job that failed, if any
     agents: dict[str, int]  # identity -> joined at (ms) of agents of this name in the room
-    callers: int  # participants that are not agents
+    callers: int | None  # participants that are not agents (None: not looked at this time)
 
 
 def keep_and_surplus(
@@ -386,7 +386,7 @@ class DispatchFollower:
             return None
         try:
             async with asyncio.timeout(settings.dispatch_timeout_seconds):
-                view = await self._view(followed)
+                view = await self._view(followed, now)
         except _RoomGone as exc:
             await self._finish(followed, FateKind.ROOM_CLOSED, str(exc))
             return None
@@ -405,7 +405,7 @@ class DispatchFollower:
             return None
         if view.callers:
             followed.caller_seen = True
-        elif followed.caller_seen:
+        elif view.callers == 0 and followed.caller_seen:
             await self._finish(
                 followed, FateKind.CALLER_LEFT, "the caller left before an agent came", delete=True
             )
@@ -480,7 +480,7 @@ class DispatchFollower:
         )
         return now + FIRST_CHECK_SECONDS
 
-    async def _view(self, followed: _Followed) -> RoomView:
+    async def _view(self, followed: _Followed, now: float) -> RoomView:
         try:
             dispatches = await self._dispatcher.list(followed.room)
         except ServerError as exc:
@@ -500,9 +500,8 @@ class DispatchFollower:
                     taken[dispatch.id] = job.state.participant_identity
                 elif job.state.error:
                     failed = job.state.error
-        if len(followed.attempts) == 1 and taken.keys() == followed.attempts.keys():
-            # its one dispatch taken: who is in the room changes nothing (the usual first look)
-            return RoomView(frozenset(listed), taken, failed, {}, 0)
+        if not self._who_matters(followed, listed, taken, now):
+            return RoomView(frozenset(listed), taken, failed, {}, None)
         with livekit_call("list_participants"):
             participants = await self._api.room.list_participants(
                 api.ListParticipantsRequest(room=followed.room)
@@ -514,6 +513,23 @@ class DispatchFollower:
             elif p.attributes.get(AGENT_NAME_ATTRIBUTE, followed.agent_name) == followed.agent_name:
                 agents[p.identity] = p.joined_at_ms or p.joined_at * 1000
         return RoomView(frozenset(listed), taken, failed, agents, callers)
+
+    @staticmethod
+    def _who_matters(
+        followed: _Followed, listed: set[str], taken: dict[str, str], now: float
+    ) -> bool:
+        """Whether this look needs the room's participants as well as its dispatches.
+
+        Only to choose which of several taken dispatches stays (the agent that joined first), and
+        before dispatching again (an agent in the room whose job is not listed yet; a caller who
+        left needs none). Otherwise a look is one call: a room whose one dispatch is taken (the
+        usual first look), or one still inside its wait, costs LiveKit nothing more."""
+        if followed.fate.done():
+            return True
+        if taken:
+            return len(followed.attempts) > 1
+        newest = max((at for d, at in followed.attempts.items() if d in listed), default=None)
+        return newest is not None and now - newest >= followed.interval
 
     @staticmethod
     def _adopt(followed: _Followed, dispatches: list[api.AgentDispatch]) -> None:

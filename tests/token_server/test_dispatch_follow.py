@@ -5,10 +5,16 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+from livekit import api
+from livekit.protocol import agent as agent_proto
+from livekit.protocol import models
+
 from token_server.config import Settings
 from token_server.dispatch_follow import (
+    _AGAIN,
     SETTLED_SECONDS,
     DispatchFollower,
+    FateKind,
     RoomView,
     keep_and_surplus,
 )
@@ -86,3 +92,98 @@ async def test_a_retry_handed_the_dispatch_keeps_it_when_the_first_request_withd
     await follower.withdraw("room", "agent", "the retry's caller hung up too")
     assert dispatcher.deleted == [("room", "AD_1")]
     assert follower.dispatch_id("room", "agent") is None
+
+
+class ListingRoom:
+    """Stands in for LiveKit's dispatch and room APIs for one room: lists what it is given and
+    counts the calls, so a test sees what one look costs."""
+
+    followed: object = None
+
+    def __init__(self) -> None:
+        self.dispatches: list[api.AgentDispatch] = []
+        self.participants: list[models.ParticipantInfo] = []
+        self.calls: list[str] = []
+        self.deleted: list[str] = []
+        self.room = self  # as LiveKitAPI.room
+
+    async def list(self, room: str) -> list[api.AgentDispatch]:
+        self.calls.append("list_dispatch")
+        return list(self.dispatches)
+
+    async def delete(self, room: str, dispatch_id: str) -> None:
+        self.deleted.append(dispatch_id)
+
+    async def list_participants(
+        self, request: api.ListParticipantsRequest
+    ) -> api.ListParticipantsResponse:
+        self.calls.append("list_participants")
+        return api.ListParticipantsResponse(participants=self.participants)
+
+
+def following(server: ListingRoom) -> tuple[DispatchFollower, Any]:
+    """A follower (its loop not started) following one room made with its dispatch, found by
+    metadata on the first look."""
+    settings = Settings(
+        livekit_url="ws://x", livekit_public_url="ws://x", api_key="k", api_secret="s"
+    )
+    follower = DispatchFollower(settings, cast(Any, server), cast(Any, server))
+    server.dispatches = [api.AgentDispatch(id="AD_1", agent_name="agent", metadata="{m}")]
+    assert follower.follow("room", "agent", "{m}", None)
+    return follower, follower._followed[("room", "agent")]
+
+
+async def test_a_look_inside_the_wait_lists_dispatches_only() -> None:
+    """A room still inside its first dispatch's wait (or with that dispatch taken) costs one call
+    per look: who is in the room changes nothing until a dispatch again is due."""
+    server = ListingRoom()
+    follower, followed = following(server)
+    next_at = await follower._look(followed)
+    assert server.calls == ["list_dispatch"]
+    assert followed.dispatch_id == "AD_1" and next_at is not None and next_at > 0
+    assert not followed.fate.done()
+
+    server.calls.clear()
+    job = agent_proto.Job(state=agent_proto.JobState(status=agent_proto.JS_RUNNING))
+    server.dispatches[0].state.jobs.append(job)
+    assert await follower._look(followed) is None  # taken, settled, forgotten
+    assert server.calls == ["list_dispatch"]
+    assert followed.fate.result().kind is FateKind.TAKEN
+
+
+async def test_before_dispatching_again_the_room_is_looked_at() -> None:
+    """Due for another dispatch: an agent already in the room (its job not listed yet) means no
+    second dispatch; without one, the look says dispatch again."""
+    server = ListingRoom()
+    follower, followed = following(server)
+    await follower._look(followed)  # adopts AD_1
+    followed.attempts["AD_1"] -= followed.interval  # its wait is over, no job listed
+
+    server.calls.clear()
+    assert await follower._look(followed) == _AGAIN
+    assert server.calls == ["list_dispatch", "list_participants"]
+
+    server.calls.clear()
+    agent = models.ParticipantInfo(
+        identity="agent-1",
+        kind=models.ParticipantInfo.Kind.AGENT,
+        attributes={"lk.agent.name": "agent"},
+    )
+    server.participants = [agent]
+    next_at = await follower._look(followed)
+    assert next_at not in (None, _AGAIN)
+    assert server.calls == ["list_dispatch", "list_participants"]
+    assert followed.fate.result().kind is FateKind.TAKEN
+
+
+async def test_a_caller_who_left_is_seen_when_a_dispatch_again_is_due() -> None:
+    server = ListingRoom()
+    follower, followed = following(server)
+    await follower._look(followed)
+    followed.attempts["AD_1"] -= followed.interval
+    server.participants = [models.ParticipantInfo(identity="simulated_user")]
+    assert await follower._look(followed) == _AGAIN  # the caller waits: dispatch again
+    server.participants = []
+    assert await follower._look(followed) is None
+    assert followed.fate.result().kind is FateKind.CALLER_LEFT
+    assert server.deleted == ["AD_1"]
