@@ -124,6 +124,14 @@ DISPATCH_RATIOS = (
     ("room_with_agent/create_dispatch", "room_with_agent", "create_dispatch"),
 )
 CREATED = 'token_server_dispatches_created_total{reason="request"}'
+API_CALLS = "token_server_livekit_api_duration_seconds_count"
+LIVEKIT_CALLS = (
+    "create_room",
+    "list_dispatch",
+    "create_dispatch",
+    "delete_dispatch",
+    "list_participants",
+)
 AGAIN = 'token_server_dispatches_created_total{reason="again"}'
 METRIC_LINE = re.compile(r"^([A-Za-z_:][\w:]*)(\{[^}]*\})?\s+(\S+)$")
 MIN_FREE_MEMORY_MB = 3000  # filling rooms stops before the shared machine runs short
@@ -508,7 +516,11 @@ async def endpoint_run(
     prefix = f"{label}-{conc}-{uid()}"
     try:
         before = await kit_metrics(kit)
+        cpu_before = cpu_seconds(kit.process.pid), cpu_seconds(ds.livekit.process.pid)
         stats = await asyncio.to_thread(run_wrk, kit.endpoint, conc, seconds, prefix)
+        stats["cpu_per_request_ms"] = cpu_per_request(
+            stats, cpu_before, (cpu_seconds(kit.process.pid), cpu_seconds(ds.livekit.process.pid))
+        )
         per_thread_s = stats["rps"] / len(stats["counters"])
         last = int(per_thread_s) if label == "kit" else None
         rooms = wrk_rooms(prefix, stats["counters"], margin=conc, last=last)
@@ -518,6 +530,11 @@ async def endpoint_run(
         await asyncio.to_thread(ds.stack.stop, kit.process)
     stats["dispatches_created"] = after.get(CREATED, 0) - before.get(CREATED, 0)
     stats["dispatched_again"] = after.get(AGAIN, 0) - before.get(AGAIN, 0)
+    stats["livekit_calls"] = {
+        call: after.get(series, 0) - before.get(series, 0)
+        for call in LIVEKIT_CALLS
+        if (series := f'{API_CALLS}{{call="{call}",result="ok"}}') in after
+    }
     what = f"{DISPATCH_COLUMNS[label]} at concurrency {conc}"
     check_errors(report, what, stats)
     check_dispatches(report, what, stats)
@@ -597,13 +614,30 @@ async def ceiling_run(
     return stats, rooms
 
 
+def cpu_per_request(
+    stats: dict[str, Any], before: tuple[float, float], after: tuple[float, float]
+) -> dict[str, float]:
+    """CPU ms per answered call: of the process making the calls (the kit's endpoint, or this
+    one for the in-process columns) and of livekit-server."""
+    n = max(stats["requests"], 1)
+    return {
+        "caller": 1000 * (after[0] - before[0]) / n,
+        "livekit_server": 1000 * (after[1] - before[1]) / n,
+    }
+
+
 async def dispatch_cell(
     ds: DispatchStack, lkapi: api.LiveKitAPI, label: str, conc: int, seconds: float, report: Report
 ) -> dict[str, Any]:
     if label in KIT_ENVS:
         return await endpoint_run(ds, lkapi, label, conc, seconds, report)
     prefix = f"{label}-{conc}-{uid()}"
+    pids = os.getpid(), ds.livekit.process.pid
+    cpu_before = cpu_seconds(pids[0]), cpu_seconds(pids[1])
     stats, rooms = await ceiling_run(lkapi, CEILINGS[label], conc, seconds, prefix)
+    stats["cpu_per_request_ms"] = cpu_per_request(
+        stats, cpu_before, (cpu_seconds(pids[0]), cpu_seconds(pids[1]))
+    )
     check_errors(report, f"{DISPATCH_COLUMNS[label]} at concurrency {conc}", stats)
     await delete_rooms(lkapi, rooms)
     return stats
@@ -644,7 +678,15 @@ async def dispatch_part(
     summary: dict[str, Any] = {"columns": {}, "ratios": {}}
     for conc in reps[0]["runs"]:
         summary["columns"][conc] = {
-            label: {k: spread(r["runs"][conc][label][k] for r in reps) for k in ("rps", "p99_ms")}
+            label: {
+                **{k: spread(r["runs"][conc][label][k] for r in reps) for k in ("rps", "p99_ms")},
+                **{
+                    f"cpu_ms_{who}": spread(
+                        r["runs"][conc][label]["cpu_per_request_ms"][who] for r in reps
+                    )
+                    for who in ("caller", "livekit_server")
+                },
+            }
             for label in DISPATCH_COLUMNS
         }
         summary["ratios"][conc] = {
@@ -971,12 +1013,20 @@ def print_dispatch(dispatch: dict[str, Any], args: argparse.Namespace) -> None:
         f"\nDispatch path, {args.duration:g} s per cell; median (min–max) of {args.repeat} "
         "repetitions"
     )
-    header = f"{'conc':>4}  {'column':<54}{'req/s':>22}{'p99 ms':>26}"
+    print(
+        "(CPU ms per answered call: the caller, i.e. the kit's process or this one, and "
+        "livekit-server)"
+    )
+    header = (
+        f"{'conc':>4}  {'column':<54}{'req/s':>22}{'p99 ms':>26}{'caller CPU ms':>22}"
+        f"{'server CPU ms':>22}"
+    )
     print(header + "\n" + "-" * len(header))
     for conc, row in summary["columns"].items():
         for label, c in row.items():
             name, rps, p99 = DISPATCH_COLUMNS[label], fmt(c["rps"]), fmt(c["p99_ms"], 1)
-            print(f"{conc:>4}  {name:<54}{rps:>22}{p99:>26}")
+            cpu = fmt(c["cpu_ms_caller"], 2), fmt(c["cpu_ms_livekit_server"], 2)
+            print(f"{conc:>4}  {name:<54}{rps:>22}{p99:>26}{cpu[0]:>22}{cpu[1]:>22}")
         cells = "   ".join(f"{n} {fmt(s, 2)}" for n, s in summary["ratios"][conc].items())
         print(f"{'':>4}  ratios: {cells}")
     print("\ndispatch checks: sampled rooms (exactly one / none / more), created vs answered:")
@@ -988,7 +1038,8 @@ def print_dispatch(dispatch: dict[str, Any], args: argparse.Namespace) -> None:
                     f"  rep {i} conc {conc:>3} {label:<14} {check['sampled']} sampled: "
                     f"{check['exactly_one']} / {check['none']} / {check['more_than_one']}; "
                     f"{run['dispatches_created']:.0f} created for {run['requests']} answered; "
-                    f"dispatched again {run['dispatched_again']:.0f}"
+                    f"dispatched again {run['dispatched_again']:.0f}; LiveKit calls "
+                    + ", ".join(f"{k} {v:.0f}" for k, v in run["livekit_calls"].items())
                 )
 
 

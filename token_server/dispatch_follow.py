@@ -205,10 +205,10 @@ class _RateLimit:
 class DispatchFollower:
     """One loop per process following every dispatch this process created, bounded in number.
 
-    A room waits in two phases. Until an agent comes, each look lists the room's dispatches and
-    participants; when no worker took the job (2 s for the first dispatch, then
-    DISPATCH_RETRY_INTERVAL_SECONDS), another dispatch is added beside the first, and dispatches
-    settled with no job are deleted. Once an
+    A room waits in two phases. Until an agent comes, each look lists the room's dispatches (and
+    its participants before dispatching again); when no worker took the job (2 s for the first
+    dispatch, then DISPATCH_RETRY_INTERVAL_SECONDS), another dispatch is added beside the first,
+    and dispatches settled with no job are deleted. Once an
     agent came the fate is known (strict mode answers then), and the room is looked at until every
     dispatch beside the kept one is settled: a second agent, possible when a slow-to-show job was
     dispatched again, is removed then, and the caller keeps the agent it met first.
@@ -267,7 +267,11 @@ class DispatchFollower:
         followed = _Followed(room, agent_name, metadata, now, attempts, not dispatch_id)
         self._followed[key] = followed
         DISPATCHES_FOLLOWED.inc()
-        self._schedule(followed, now + FIRST_CHECK_SECONDS)
+        # the first look shares the budget too (strict mode's answer waits on it: not deferred)
+        first = FIRST_CHECK_SECONDS
+        if not self._settings.dispatch_strict:
+            first = max(first, self._spread())
+        self._schedule(followed, now + first)
         return True
 
     async def wait_taken(self, room: str, agent_name: str, seconds: float) -> Fate | None:
@@ -334,6 +338,12 @@ class DispatchFollower:
 
     # --- the loop -------------------------------------------------------------------------------
 
+    def _spread(self) -> float:
+        """The least time between two looks at one room: with many rooms followed, each is
+        looked at less often, so the load on LiveKit is bounded (LOOKS_PER_RETRY looks a second
+        per dispatch it may add), however fast rooms arrive."""
+        return len(self._followed) / (LOOKS_PER_RETRY * self._settings.dispatch_retry_rate)
+
     def _schedule(self, followed: _Followed, at: float) -> None:
         heapq.heappush(self._queue, (at, next(self._seq), followed))
         self._wake.set()
@@ -371,9 +381,7 @@ class DispatchFollower:
             followed.problem = f"follow step failed: {type(exc).__name__}: {exc}"
             next_at = time.monotonic() + followed.interval
         if next_at is not None and self._is_followed(followed):
-            # with many rooms followed, each is looked at less often: a bounded load on LiveKit
-            spread = len(self._followed) / (LOOKS_PER_RETRY * self._settings.dispatch_retry_rate)
-            self._schedule(followed, max(next_at, time.monotonic() + spread))
+            self._schedule(followed, max(next_at, time.monotonic() + self._spread()))
 
     async def _look(self, followed: _Followed) -> float | None:
         """One look at a followed room; returns when to look next (None: done with it, _AGAIN:

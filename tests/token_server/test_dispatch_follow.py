@@ -3,6 +3,7 @@ deletes (pure logic; LiveKit's API stood in for by a recorder)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any, cast
 
 from livekit import api
@@ -12,6 +13,8 @@ from livekit.protocol import models
 from token_server.config import Settings
 from token_server.dispatch_follow import (
     _AGAIN,
+    FIRST_CHECK_SECONDS,
+    LOOKS_PER_RETRY,
     SETTLED_SECONDS,
     DispatchFollower,
     FateKind,
@@ -187,3 +190,33 @@ async def test_a_caller_who_left_is_seen_when_a_dispatch_again_is_due() -> None:
     assert await follower._look(followed) is None
     assert followed.fate.result().kind is FateKind.CALLER_LEFT
     assert server.deleted == ["AD_1"]
+
+
+async def test_first_looks_share_the_budget_once_many_rooms_are_followed() -> None:
+    """However fast rooms arrive, LiveKit gets at most LOOKS_PER_RETRY looks a second per
+    dispatch the follower may add: past that, a new room's first look waits its turn too. Strict
+    mode, whose answer waits on that look, keeps it at FIRST_CHECK_SECONDS."""
+    for strict in (False, True):
+        settings = Settings(
+            livekit_url="ws://x",
+            livekit_public_url="ws://x",
+            api_key="k",
+            api_secret="s",
+            dispatch_retry_rate=10,
+            dispatch_strict=strict,
+        )
+        follower = DispatchFollower(settings, cast(Any, None), cast(Any, ListingRoom()))
+        budget = int(LOOKS_PER_RETRY * settings.dispatch_retry_rate)  # looks a second
+        firsts = []
+        for n in range(3 * budget):
+            started = time.monotonic()
+            assert follower.follow(f"room-{n}", "agent", "{}", f"AD_{n}")
+            at = next(at for at, _, f in follower._queue if f.room == f"room-{n}")
+            firsts.append(at - started)
+        assert all(at >= FIRST_CHECK_SECONDS for at in firsts)
+        if strict:
+            assert max(firsts) < FIRST_CHECK_SECONDS + 0.1
+        else:
+            # a few rooms: looked at after FIRST_CHECK_SECONDS; 3 x budget rooms: the last ~3 s on
+            assert firsts[5] < FIRST_CHECK_SECONDS + 0.1
+            assert firsts[-1] >= 3.0 - 0.1
