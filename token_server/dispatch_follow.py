@@ -373,7 +373,10 @@ class DispatchFollower:
                 if not self._is_followed(followed) or followed.fate.done():
                     return  # withdrawn or stopped meanwhile: no dispatch for it
                 async with self._slots:
-                    next_at = await self._dispatch_again(followed)
+                    # the turn may have come seconds later: look again, at who is in the room too
+                    next_at = await self._look(followed, dispatching=True)
+                    if next_at == _AGAIN:
+                        next_at = await self._dispatch_again(followed)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug must not end the follow silently
@@ -383,9 +386,10 @@ class DispatchFollower:
         if next_at is not None and self._is_followed(followed):
             self._schedule(followed, max(next_at, time.monotonic() + self._spread()))
 
-    async def _look(self, followed: _Followed) -> float | None:
+    async def _look(self, followed: _Followed, dispatching: bool = False) -> float | None:
         """One look at a followed room; returns when to look next (None: done with it, _AGAIN:
-        dispatch again now)."""
+        dispatch again now). `dispatching`: the look right before another dispatch, which also
+        asks who is in the room (an agent whose job is not listed yet; a caller who left)."""
         settings = self._settings
         now = time.monotonic()
         waiting = not followed.fate.done()
@@ -394,7 +398,7 @@ class DispatchFollower:
             return None
         try:
             async with asyncio.timeout(settings.dispatch_timeout_seconds):
-                view = await self._view(followed, now)
+                view = await self._view(followed, dispatching)
         except _RoomGone as exc:
             await self._finish(followed, FateKind.ROOM_CLOSED, str(exc))
             return None
@@ -488,7 +492,7 @@ class DispatchFollower:
         )
         return now + FIRST_CHECK_SECONDS
 
-    async def _view(self, followed: _Followed, now: float) -> RoomView:
+    async def _view(self, followed: _Followed, dispatching: bool) -> RoomView:
         try:
             dispatches = await self._dispatcher.list(followed.room)
         except ServerError as exc:
@@ -508,7 +512,7 @@ class DispatchFollower:
                     taken[dispatch.id] = job.state.participant_identity
                 elif job.state.error:
                     failed = job.state.error
-        if not self._who_matters(followed, listed, taken, now):
+        if not (dispatching or self._who_matters(followed, taken)):
             return RoomView(frozenset(listed), taken, failed, {}, None)
         with livekit_call("list_participants"):
             participants = await self._api.room.list_participants(
@@ -522,22 +526,18 @@ class DispatchFollower:
                 agents[p.identity] = p.joined_at_ms or p.joined_at * 1000
         return RoomView(frozenset(listed), taken, failed, agents, callers)
 
-    @staticmethod
-    def _who_matters(
-        followed: _Followed, listed: set[str], taken: dict[str, str], now: float
-    ) -> bool:
-        """Whether this look needs the room's participants as well as its dispatches.
-
-        Only to choose which of several taken dispatches stays (the agent that joined first), and
-        before dispatching again (an agent in the room whose job is not listed yet; a caller who
-        left needs none). Otherwise a look is one call: a room whose one dispatch is taken (the
-        usual first look), or one still inside its wait, costs LiveKit nothing more."""
+    def _who_matters(self, followed: _Followed, taken: dict[str, str]) -> bool:
+        """Whether a look needs the room's participants as well as its dispatches, besides the
+        look right before dispatching again: in strict mode while the answer waits (an agent can
+        be in the room ~5 s before livekit-server lists its job, just after a worker registers),
+        and to choose which of several taken dispatches stays (the agent that joined first).
+        Otherwise a room whose one dispatch is taken (the usual first look), or one still
+        waiting, costs LiveKit one call per look."""
         if followed.fate.done():
             return True
-        if taken:
-            return len(followed.attempts) > 1
-        newest = max((at for d, at in followed.attempts.items() if d in listed), default=None)
-        return newest is not None and now - newest >= followed.interval
+        if not taken:
+            return self._settings.dispatch_strict
+        return len(followed.attempts) > 1
 
     @staticmethod
     def _adopt(followed: _Followed, dispatches: list[api.AgentDispatch]) -> None:

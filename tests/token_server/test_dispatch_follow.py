@@ -155,8 +155,9 @@ async def test_a_look_inside_the_wait_lists_dispatches_only() -> None:
 
 
 async def test_before_dispatching_again_the_room_is_looked_at() -> None:
-    """Due for another dispatch: an agent already in the room (its job not listed yet) means no
-    second dispatch; without one, the look says dispatch again."""
+    """Due for another dispatch: the look that finds it due lists dispatches only; once its turn
+    under DISPATCH_RETRY_RATE came, a fresh look also asks who is in the room: an agent already
+    there (its job not listed yet) means no second dispatch."""
     server = ListingRoom()
     follower, followed = following(server)
     await follower._look(followed)  # adopts AD_1
@@ -164,6 +165,10 @@ async def test_before_dispatching_again_the_room_is_looked_at() -> None:
 
     server.calls.clear()
     assert await follower._look(followed) == _AGAIN
+    assert server.calls == ["list_dispatch"]
+
+    server.calls.clear()
+    assert await follower._look(followed, dispatching=True) == _AGAIN
     assert server.calls == ["list_dispatch", "list_participants"]
 
     server.calls.clear()
@@ -173,21 +178,24 @@ async def test_before_dispatching_again_the_room_is_looked_at() -> None:
         attributes={"lk.agent.name": "agent"},
     )
     server.participants = [agent]
-    next_at = await follower._look(followed)
+    next_at = await follower._look(followed, dispatching=True)
     assert next_at not in (None, _AGAIN)
     assert server.calls == ["list_dispatch", "list_participants"]
     assert followed.fate.result().kind is FateKind.TAKEN
 
 
-async def test_a_caller_who_left_is_seen_when_a_dispatch_again_is_due() -> None:
+async def test_a_caller_who_left_is_seen_before_dispatching_again() -> None:
     server = ListingRoom()
     follower, followed = following(server)
     await follower._look(followed)
     followed.attempts["AD_1"] -= followed.interval
     server.participants = [models.ParticipantInfo(identity="simulated_user")]
-    assert await follower._look(followed) == _AGAIN  # the caller waits: dispatch again
+    # the caller waits: dispatch again
+    assert await follower._look(followed, dispatching=True) == _AGAIN
     server.participants = []
-    assert await follower._look(followed) is None
+    assert await follower._look(followed) == _AGAIN  # a look that does not ask who is in
+    assert not followed.fate.done()
+    assert await follower._look(followed, dispatching=True) is None
     assert followed.fate.result().kind is FateKind.CALLER_LEFT
     assert server.deleted == ["AD_1"]
 
