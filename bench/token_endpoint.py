@@ -450,8 +450,11 @@ def wrk_rooms(
     (built, maybe never sent); with `last`, only each thread's `last` before those."""
     rooms = []
     for thread, count in enumerate(counters, start=1):
+        # wrk builds thread 1's first request to check the script (wrk.c: script_verify_request)
+        # and never sends it
+        first = 2 if thread == 1 else 1
         top = count - margin
-        bottom = 1 if last is None else max(1, top - last + 1)
+        bottom = first if last is None else max(first, top - last + 1)
         rooms += [f"{prefix}-{thread}-{n}" for n in range(bottom, top + 1)]
     return rooms
 

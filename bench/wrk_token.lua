@@ -2,7 +2,8 @@
 -- one JSON line of figures.
 -- Usage: wrk ... -s bench/wrk_token.lua URL -- <room-prefix> [api-key] [origin]
 -- Rooms are named <room-prefix>-<thread>-<n>, n = 1, 2, ... per thread; "counters" in the JSON
--- line is each thread's last n (requests built, including any still in flight at the end).
+-- line is each thread's last n (requests built, including any still in flight at the end, and
+-- thread 1's first, which wrk builds to check the script and never sends).
 -- An empty api-key or origin sends no Authorization or Origin header.
 local threads = {}
 
