@@ -23,6 +23,12 @@ from token_server.dispatch_follow import (
 )
 
 
+def settings(**fields: Any) -> Settings:
+    return Settings(
+        livekit_url="ws://x", livekit_public_url="ws://x", api_key="k", api_secret="s", **fields
+    )
+
+
 def view(taken: dict[str, str] | None = None, agents: dict[str, int] | None = None) -> RoomView:
     taken = taken or {}
     return RoomView(frozenset(taken), taken, "", agents or {}, 1)
@@ -81,10 +87,7 @@ async def test_a_retry_handed_the_dispatch_keeps_it_when_the_first_request_withd
     its token reached the caller. The first answer's failed delivery must not take the agent
     away: the dispatch goes only when every request holding it has withdrawn."""
     dispatcher = RecordingDispatcher()
-    settings = Settings(
-        livekit_url="ws://x", livekit_public_url="ws://x", api_key="k", api_secret="s"
-    )
-    follower = DispatchFollower(settings, cast(Any, None), cast(Any, dispatcher))
+    follower = DispatchFollower(settings(), cast(Any, None), cast(Any, dispatcher))
     assert follower.follow("room", "agent", "{}", "AD_1")
     assert follower.hold("room", "agent")  # the retry
     assert not follower.hold("other-room", "agent")  # not followed here: nothing to hold
@@ -127,10 +130,7 @@ class ListingRoom:
 def following(server: ListingRoom) -> tuple[DispatchFollower, Any]:
     """A follower (its loop not started) following one room made with its dispatch, found by
     metadata on the first look."""
-    settings = Settings(
-        livekit_url="ws://x", livekit_public_url="ws://x", api_key="k", api_secret="s"
-    )
-    follower = DispatchFollower(settings, cast(Any, server), cast(Any, server))
+    follower = DispatchFollower(settings(), cast(Any, server), cast(Any, server))
     server.dispatches = [api.AgentDispatch(id="AD_1", agent_name="agent", metadata="{m}")]
     assert follower.follow("room", "agent", "{m}", None)
     return follower, follower._followed[("room", "agent")]
@@ -205,16 +205,9 @@ async def test_first_looks_share_the_budget_once_many_rooms_are_followed() -> No
     dispatch the follower may add: past that, a new room's first look waits its turn too. Strict
     mode, whose answer waits on that look, keeps it at FIRST_CHECK_SECONDS."""
     for strict in (False, True):
-        settings = Settings(
-            livekit_url="ws://x",
-            livekit_public_url="ws://x",
-            api_key="k",
-            api_secret="s",
-            dispatch_retry_rate=10,
-            dispatch_strict=strict,
-        )
-        follower = DispatchFollower(settings, cast(Any, None), cast(Any, ListingRoom()))
-        budget = int(LOOKS_PER_RETRY * settings.dispatch_retry_rate)  # looks a second
+        config = settings(dispatch_retry_rate=10, dispatch_strict=strict)
+        follower = DispatchFollower(config, cast(Any, None), cast(Any, ListingRoom()))
+        budget = int(LOOKS_PER_RETRY * config.dispatch_retry_rate)  # looks a second
         firsts = []
         for n in range(3 * budget):
             started = time.monotonic()
