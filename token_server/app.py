@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -39,6 +40,9 @@ from token_server.tokens import mint_token, participant_identity
 logger = logging.getLogger("token_server")
 
 _NO_STORE = {"Cache-Control": "no-store"}
+# Starlette's JSONResponse encoding (json.dumps with these options), without building an encoder
+# for every answer.
+_ANSWER_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 async def _read_body(request: Request) -> bytes:
@@ -84,6 +88,9 @@ class _AnswerResponse(JSONResponse):
     def __init__(self, body: dict[str, Any], undo: Callable[[str], Awaitable[None]]) -> None:
         super().__init__(body, headers=_NO_STORE)
         self._undo = undo
+
+    def render(self, content: Any) -> bytes:
+        return _ANSWER_JSON.encode(content).encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:

@@ -15,8 +15,8 @@ import base64
 import hashlib
 import hmac
 import json
-import secrets
 import time
+from functools import lru_cache
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict
@@ -24,6 +24,7 @@ from livekit import api
 from livekit.api.access_token import Claims
 
 from token_server.config import Settings
+from token_server.ids import random_hex
 from token_server.token_request import TokenRequest
 
 # What every caller may do, in its room only (the room is filled in per token).
@@ -43,10 +44,19 @@ _HEADER = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":"))
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 
+@lru_cache(maxsize=8)
+def _keyed(secret: str) -> hmac.HMAC:
+    """HMAC-SHA256 with the key already set up: copying it per token skips the key's padding and
+    hashing, which were a third of signing."""
+    return hmac.new(secret.encode(), digestmod=hashlib.sha256)
+
+
 def sign_hs256(claims: dict[str, Any], secret: str) -> str:
     """A compact JWS of `claims`, byte-for-byte what `jwt.encode(claims, secret, "HS256")` gives."""
     signing_input = _HEADER + b"." + _b64(_COMPACT.encode(claims).encode())
-    signature = hmac.new(secret.encode(), signing_input, hashlib.sha256).digest()
+    mac = _keyed(secret).copy()
+    mac.update(signing_input)
+    signature = mac.digest()
     return (signing_input + b"." + _b64(signature)).decode()
 
 
@@ -59,7 +69,7 @@ def participant_identity(request: TokenRequest) -> str:
     """
     if request.participant_identity:
         return request.participant_identity
-    return f"{request.participant_name}-{secrets.token_hex(4)}"
+    return f"{request.participant_name}-{random_hex(8)}"
 
 
 def mint_token(
