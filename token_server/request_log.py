@@ -15,6 +15,7 @@ import time
 from collections.abc import Collection
 from typing import Any
 
+import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from token_server import metrics
@@ -23,7 +24,14 @@ from token_server.ids import random_hex
 logger = logging.getLogger("token_server.requests")
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
+def _json(record: dict[str, Any]) -> str:
+    """orjson (a tenth of json's time); json for what orjson refuses (a lone surrogate)."""
+    try:
+        return orjson.dumps(record, default=str).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(record, default=str, separators=(",", ":"))
 
 
 class RequestLogMiddleware:
@@ -98,7 +106,7 @@ class RequestLogMiddleware:
             **fields,
             "latency_ms": round(seconds * 1000, 2),
         }
-        line = _COMPACT.encode(record)
+        line = _json(record)
         # `logger.log` minus its walk up the stack for the caller's file and line (the same for
         # every request line, and a tenth of its cost)
         logger.handle(logger.makeRecord(logger.name, level, __file__, 0, line, (), None))

@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 
-from token_server.logs import _LineWriter
+from token_server.logs import _Formatter, _LineWriter
 
 
 def _record(msg: str, *args: object) -> logging.LogRecord:
@@ -63,3 +63,15 @@ def test_flush_gives_up_on_a_stream_that_never_drains() -> None:
     stream.release.set()
     writer.flush()
     assert stream.getvalue() == "stuck\n"
+
+
+def test_line_times_match_the_stdlib_formatters() -> None:
+    """The formatter renders each second once; every line's time must still be the stdlib's."""
+    fmt = "%(asctime)s %(message)s"
+    ours, stdlib = _Formatter(fmt), logging.Formatter(fmt)
+    start = time.time()
+    for offset in (0.0, 0.001, 0.5, 0.999, 1.0, 1.0004, 3600.25, 0.2):
+        record = _record("x")
+        record.created = start + offset
+        record.msecs = (record.created - int(record.created)) * 1000
+        assert ours.format(record) == stdlib.format(record)

@@ -4,6 +4,7 @@ collector, a full pipe) delays the lines, never the answers, and no line is lost
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import httpx
 import pytest
 
 from local_stack import free_port
+from token_server.request_log import _json
 
 pytestmark = pytest.mark.integration
 
@@ -76,3 +78,13 @@ def test_a_stderr_nobody_reads_does_not_stall_answers() -> None:
         proc.wait(timeout=30)
     lines = [line for line in log.splitlines() if '"event":"request"' in line]
     assert len(lines) == REQUESTS  # every token request (health probes log at DEBUG)
+
+
+def test_a_request_line_is_written_even_for_a_value_orjson_refuses() -> None:
+    """The request line's encoder falls back to json for a lone surrogate (orjson refuses it)
+    and to str() for a value neither knows, instead of failing the request it describes."""
+    record = {"room": "ok", "odd": "\ud800", "thing": object(), "n": 1}
+    line = json.loads(_json(record))
+    assert (line["room"], line["odd"], line["n"]) == ("ok", "\ud800", 1)
+    assert line["thing"].startswith("<object object")
+    assert _json({"room": "é"}) == '{"room":"é"}'
