@@ -49,7 +49,7 @@ class _Formatter(logging.Formatter):
         if second != self._second:  # the writer is this formatter's only thread
             self._second = second
             self._stamp = time.strftime(self.default_time_format, self.converter(second))
-        return self.default_msec_format % (self._stamp, record.msecs)
+        return f"{self._stamp},{int(record.msecs):03d}"  # the stdlib's "%s,%03d"
 
 
 class _LineWriter:
