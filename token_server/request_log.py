@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from token_server import metrics
 from token_server.ids import random_hex
+from token_server.logs import direct_line
 
 logger = logging.getLogger("token_server.requests")
 
@@ -45,6 +46,8 @@ class RequestLogMiddleware:
         self.routes = frozenset(routes)
         self.with_metrics = with_metrics
         self.pid = os.getpid()  # which process answered (TOKEN_SERVER_WORKERS > 1)
+        # decided as the app starts serving (Starlette builds its middleware on the first call)
+        self._direct = direct_line(logger)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -107,6 +110,9 @@ class RequestLogMiddleware:
             "latency_ms": round(seconds * 1000, 2),
         }
         line = _json(record)
+        if self._direct is not None:
+            self._direct(level, line)
+            return
         # `logger.log` minus its walk up the stack for the caller's file and line (the same for
         # every request line, and a tenth of its cost)
         logger.handle(logger.makeRecord(logger.name, level, __file__, 0, line, (), None))

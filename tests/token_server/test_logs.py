@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import threading
 import time
+from collections.abc import Iterator
 
-from token_server.logs import _Formatter, _LineWriter
+import pytest
+
+from token_server import logs
+from token_server.logs import _Formatter, _LineQueue, _LineWriter, direct_line
 
 
 def _record(msg: str, *args: object) -> logging.LogRecord:
@@ -75,3 +80,72 @@ def test_line_times_match_the_stdlib_formatters() -> None:
         record.created = start + offset
         record.msecs = (record.created - int(record.created)) * 1000
         assert ours.format(record) == stdlib.format(record)
+
+
+@pytest.fixture
+def kit_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+    """The kit's own logging, as configure_logging sets it up, writing to a StringIO. Pytest
+    adds its capture handlers to the root as the test starts, so the test body calls
+    `own_root` to set them aside."""
+    stream = io.StringIO()
+    writer = _LineWriter(stream, _Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    monkeypatch.setattr(logs, "_writer", writer)
+    monkeypatch.setattr(logs, "_handler", _LineQueue(writer.queue))
+    monkeypatch.setattr(logging.root, "level", logging.INFO)
+    yield stream
+
+
+def own_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logging.root, "handlers", [logs._handler])
+
+
+_STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}"
+
+
+def test_a_direct_line_is_the_line_logging_would_write(
+    kit_logging: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    own_root(monkeypatch)
+    logger = logging.getLogger("token_server.test_direct")
+    direct = direct_line(logger)
+    assert direct is not None
+    logger.warning('{"via":"logging"}')
+    direct(logging.WARNING, '{"via":"direct"}')
+    logs.flush_logs()
+    via_logging, via_direct = kit_logging.getvalue().splitlines()
+    assert re.fullmatch(
+        _STAMP + r' WARNING token_server.test_direct \{"via":"logging"\}', via_logging
+    )
+    assert re.fullmatch(
+        _STAMP + r' WARNING token_server.test_direct \{"via":"direct"\}', via_direct
+    )
+
+
+@pytest.mark.parametrize("change", ["handler", "filter", "no_propagate", "root_handler"])
+def test_no_direct_line_when_anything_else_would_see_the_record(
+    kit_logging: io.StringIO, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    """An embedding app's handler or filter anywhere on the way, or a logger that does not
+    reach the root, gets the records through logging as before."""
+    parent = logging.getLogger("token_server.test_parent")
+    logger = logging.getLogger("token_server.test_parent.child")
+    own_root(monkeypatch)
+    assert direct_line(logger) is not None
+    if change == "handler":
+        monkeypatch.setattr(parent, "handlers", [logging.NullHandler()])
+    elif change == "filter":
+        monkeypatch.setattr(parent, "filters", [logging.Filter("elsewhere")])
+    elif change == "no_propagate":
+        monkeypatch.setattr(parent, "propagate", False)
+    else:
+        monkeypatch.setattr(
+            logging.root, "handlers", [*logging.root.handlers, logging.NullHandler()]
+        )
+    assert direct_line(logger) is None
+
+
+def test_no_direct_line_when_the_kit_did_not_set_up_logging(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(logs, "_writer", None)
+    assert direct_line(logging.getLogger("token_server.requests")) is None
