@@ -26,6 +26,7 @@ from starlette.types import Receive, Scope, Send
 from token_server import metrics
 from token_server.auth import authenticate
 from token_server.config import METRICS_PATH, OPENAPI_PATH, DispatchMode, Settings, load_settings
+from token_server.disconnect import caller_hung_up
 from token_server.dispatch import Dispatcher, dispatch_metadata, new_request_id
 from token_server.dispatch_follow import DispatchFollower
 from token_server.errors import ApiError
@@ -149,7 +150,7 @@ async def issue_token(request: Request) -> Response:
             and follower.following(room, agent_name)
         ):
             await _wait_taken(settings, follower, room, agent_name, undo, log)
-        if await request.is_disconnected():
+        if caller_hung_up(request.receive):
             await undo("the caller hung up before the answer")
             log["outcome"] = "caller_gone"
             return Response(status_code=499)
