@@ -22,6 +22,8 @@ SAMPLE_RATE = 24_000
 # Silence kept around each sentence (see audio.trim_silence): a ~0.3 s pause between sentences.
 _KEEP_LEAD_MS = 60
 _KEEP_TAIL_MS = 260
+# Before an utterance's first sentence, silence is only latency: keep just enough for the onset.
+_KEEP_FIRST_LEAD_MS = 10
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class Synthesizer:
 
         rng = np.random.default_rng(seed)
         model = self._model
+        lead = _KEEP_FIRST_LEAD_MS
         for phonemes in model.phonemize(text):
             ids = model.ids(phonemes)
             if len(ids) < 3:
@@ -78,7 +81,8 @@ class Synthesizer:
                     )
                 )
             wav = dsp.synth(lh, th, ln, lr, phi, f0 * self.voice.pitch, rng)
-            yield to_int16(trim_silence(wav, SAMPLE_RATE, _KEEP_LEAD_MS, _KEEP_TAIL_MS))
+            yield to_int16(trim_silence(wav, SAMPLE_RATE, lead, _KEEP_TAIL_MS))
+            lead = _KEEP_LEAD_MS
 
     def synthesize(self, text: str, seed: int | None = 0) -> Int16Array:
         """The whole utterance as 24 kHz mono int16 PCM."""
