@@ -24,7 +24,8 @@ Parts (--parts; all but `jobs` by default):
             the requests answered and those sent, and ~50 sampled rooms have exactly one (with
             the follower on, rooms of the run's last second, before any re-dispatch).
   rooms     The livekit-server filled with rooms that stay (--rooms sizes): at each, the kit's
-            dispatch path (DISPATCH_RETRY=1) at concurrency 16 and the bare cost of each call.
+            dispatch path (DISPATCH_RETRY=1 and 0) at concurrency 16 with the CPU per request of
+            the kit and of livekit-server (also net of its idle CPU), and each call's bare cost.
   jobs      Why the dispatch part registers no worker: with bench/fake_worker.py registered
             (it takes every job at once), new rooms at a steady rate (--job-rates), and the time
             from each dispatch to its job listed on the room, for rooms made by CreateDispatch
@@ -795,29 +796,51 @@ async def idle_cpu_percent(pid: int, seconds: float = 3.0) -> float:
         return float("nan")
 
 
+SWEEP_KITS = ("kit", "kit_no_follow")
+
+
 async def rooms_point(
     ds: DispatchStack, lkapi: api.LiveKitAPI, filled: int, args: argparse.Namespace, report: Report
 ) -> dict[str, Any]:
-    """At one room count: livekit-server's idle CPU, the kit's dispatch path (--repeat runs),
-    then each call alone."""
+    """At one room count: livekit-server's idle CPU, the kit's dispatch path with the follower
+    on and off (--repeat runs each, interleaved), then each call alone. livekit-server's CPU per
+    request is also given net of what it burns idle at this size (a cost of the rooms held, not
+    of requests)."""
     on_server = len((await lkapi.room.list_rooms(api.ListRoomsRequest())).rooms)
     idle = await idle_cpu_percent(ds.livekit.process.pid)
     say(f"rooms: {on_server:,} rooms on the server, which uses {idle:.0f}% of a core idle")
-    runs = []
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label in SWEEP_KITS}
     for rep in range(args.repeat):
-        runs.append(
-            await endpoint_run(ds, lkapi, "kit", SWEEP_CONCURRENCY, args.sweep_duration, report)
-        )
-        say(f"  kit endpoint, concurrency {SWEEP_CONCURRENCY}, run {rep + 1}: {run_line(runs[-1])}")
+        for label in rotated(list(SWEEP_KITS), rep):
+            seconds = args.sweep_duration
+            run = await endpoint_run(ds, lkapi, label, SWEEP_CONCURRENCY, seconds, report)
+            cpu = run["cpu_per_request_ms"]
+            idle_ms = 1000 * idle / 100 * run["duration_s"] / max(run["requests"], 1)
+            cpu["livekit_server_net_of_idle"] = cpu["livekit_server"] - idle_ms
+            runs[label].append(run)
+            say(
+                f"  {DISPATCH_COLUMNS[label]}, concurrency {SWEEP_CONCURRENCY}, run {rep + 1}: "
+                f"{run_line(run)}  CPU ms/req kit {cpu['caller']:.2f}, livekit-server "
+                f"{cpu['livekit_server']:.2f} ({cpu['livekit_server_net_of_idle']:.2f} net of idle)"
+            )
     bare, rooms = await bare_costs(lkapi, args.samples, f"bare-{uid()}")
     for call, cost in bare.items():
         say(f"  {call:<24} p50 {cost['p50_ms']:7.2f} ms  p99 {cost['p99_ms']:7.2f} ms")
     await delete_rooms(lkapi, rooms)
+    cpu_keys = ("caller", "livekit_server", "livekit_server_net_of_idle")
     return {
         "rooms_filled": filled,
         "rooms_on_server": on_server,
         "server_idle_cpu_percent": idle,
-        "kit": {k: spread(r[k] for r in runs) for k in ("rps", "p50_ms", "p99_ms")},
+        **{
+            label: {
+                **{k: spread(r[k] for r in label_runs) for k in ("rps", "p50_ms", "p99_ms")},
+                "cpu_per_request_ms": {
+                    k: spread(r["cpu_per_request_ms"][k] for r in label_runs) for k in cpu_keys
+                },
+            }
+            for label, label_runs in runs.items()
+        },
         "kit_runs": runs,
         "bare": bare,
     }
@@ -1051,19 +1074,25 @@ def print_rooms(rooms: dict[str, Any], args: argparse.Namespace) -> None:
     if not points:
         return
     print(
-        f"\nRooms on the server: the kit's dispatch path (DISPATCH_RETRY=1) at concurrency "
-        f"{SWEEP_CONCURRENCY}, {args.sweep_duration:g} s runs, median (min–max) of {args.repeat}"
+        f"\nRooms on the server: the kit's dispatch path at concurrency {SWEEP_CONCURRENCY}, "
+        f"{args.sweep_duration:g} s runs, median (min–max) of {args.repeat}; CPU ms per "
+        "request of the kit and of livekit-server (and the latter net of its idle CPU)"
     )
     header = (
-        f"{'rooms':>7}{'server idle CPU':>17}{'kit req/s':>20}{'kit p50 ms':>24}{'kit p99 ms':>26}"
+        f"{'rooms':>7}{'idle CPU':>9}  {'kit':<18}{'req/s':>18}{'p50 ms':>20}{'p99 ms':>24}"
+        f"{'kit CPU':>18}{'server CPU':>18}{'net of idle':>18}"
     )
     print(header + "\n" + "-" * len(header))
     for p in points:
-        kit = p["kit"]
-        print(
-            f"{p['rooms_on_server']:>7,}{p['server_idle_cpu_percent']:>16.0f}%{fmt(kit['rps']):>20}"
-            f"{fmt(kit['p50_ms'], 1):>24}{fmt(kit['p99_ms'], 1):>26}"
-        )
+        for label in SWEEP_KITS:
+            kit, cpu = p[label], p[label]["cpu_per_request_ms"]
+            print(
+                f"{p['rooms_on_server']:>7,}{p['server_idle_cpu_percent']:>8.0f}%  "
+                f"{'RETRY=1 (default)' if label == 'kit' else 'RETRY=0':<18}{fmt(kit['rps']):>18}"
+                f"{fmt(kit['p50_ms'], 1):>20}{fmt(kit['p99_ms'], 1):>24}"
+                f"{fmt(cpu['caller'], 2):>18}{fmt(cpu['livekit_server'], 2):>18}"
+                f"{fmt(cpu['livekit_server_net_of_idle'], 2):>18}"
+            )
     calls = list(points[0]["bare"])
     print(
         f"\neach call alone, one at a time: p50 / p99 ms ({args.samples} calls; "
