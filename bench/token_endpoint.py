@@ -762,7 +762,8 @@ async def time_calls(call: Callable[[int], Awaitable[object]], n: int) -> dict[s
 async def bare_costs(
     lkapi: api.LiveKitAPI, samples: int, prefix: str
 ) -> tuple[dict[str, dict[str, float]], list[str]]:
-    """Each LiveKit call alone, one at a time, on new rooms; and the rooms it created."""
+    """Each LiveKit call alone (those the kit and its follower make, and ListRooms), one at a
+    time, on new rooms; and the rooms it created."""
     made = [f"{prefix}-{i}" for i in range(samples)]
     dispatched = [f"{prefix}-d-{i}" for i in range(samples)]
     room = lkapi.room
@@ -772,6 +773,9 @@ async def bare_costs(
         ),
         "ListDispatch": await time_calls(
             lambda i: lkapi.agent_dispatch.list_dispatch(made[i]), samples
+        ),
+        "ListParticipants": await time_calls(
+            lambda i: room.list_participants(api.ListParticipantsRequest(room=made[i])), samples
         ),
         "CreateDispatch": await time_calls(
             lambda i: bare_create_dispatch(lkapi, dispatched[i]), samples
