@@ -107,9 +107,8 @@ class _LineWriter:
                 yield self._line(item)
                 n += 1
                 if n % YIELD_EVERY == 0:
-                    time.sleep(
-                        0
-                    )  # lets a request waiting for the GIL run: a batch never stalls one
+                    # lets a request waiting for the GIL run: a batch never stalls one
+                    time.sleep(0)
 
     def _line(self, record: logging.LogRecord) -> str:
         try:
