@@ -3,21 +3,22 @@ silence is the agent's response latency), while later sentences keep their pause
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from offline_speech import Synthesizer
-from offline_speech.audio import Int16Array
+from offline_speech.audio import Int16Array, window_dbfs
 from offline_speech.tts import SAMPLE_RATE
 
-_FLOOR = 0.005  # trim_silence's default: windows quieter than this count as silence
+# trim_silence's default floor (RMS 0.005 of full scale), in dBFS: quieter windows are silence
+_FLOOR_DBFS = 20 * math.log10(0.005)
 
 
 def quiet_lead_ms(pcm: Int16Array) -> int:
     """Leading 10 ms windows below the floor, in ms."""
-    win = SAMPLE_RATE // 100
-    windows = pcm[: pcm.size // win * win].astype(np.float32).reshape(-1, win) / 32768
-    loud = np.flatnonzero(np.sqrt(np.mean(np.square(windows), axis=1)) >= _FLOOR)
-    return int(loud[0]) * 10
+    levels = window_dbfs(pcm, pcm.size // (SAMPLE_RATE // 100))
+    return int(np.flatnonzero(levels >= _FLOOR_DBFS)[0]) * 10
 
 
 def test_the_first_sentence_starts_at_once_and_later_ones_keep_their_pause() -> None:
